@@ -1,0 +1,233 @@
+"""The patched behaviour of each layer kind: per call, run the Triton op or PyTorch, and count which.
+
+A patched module keeps its identity: :func:`patched_class` makes a subclass of the module's own class
+whose only change is ``forward``; the patcher assigns it to ``module.__class__`` and puts the original
+class back on exit. Parameters, buffers, hooks and ``state_dict`` are untouched, and
+``isinstance(module, nn.LayerNorm)`` still holds.
+
+Per call, the behaviour asks the op's ``unsupported(...)``; ``None`` means Triton runs, a reason means
+the original PyTorch ``forward`` runs. Both are counted in the layer's :class:`LayerRecord`.
+"""
+from __future__ import annotations
+
+import copyreg
+import dataclasses
+import sys
+import threading
+import weakref
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .ops import layer_norm as layer_norm_op
+from .ops import linear_relu as linear_relu_op
+from .patching.records import LayerRecord
+
+
+@dataclasses.dataclass
+class LayerState:
+    """What a patched module needs at call time: its record and the patch it belongs to."""
+
+    record: LayerRecord
+    patch: Any  # tritonpatch.patching.patch.Patch (not imported: data flows down)
+    sites: list[Any] = dataclasses.field(default_factory=list)  # Linear+ReLU: accepted call sites
+
+
+#: module -> its state, for modules patched right now. Weak, so nothing keeps a dropped model alive,
+#: and nothing is stored in the module's own ``__dict__``.
+STATES: "weakref.WeakKeyDictionary[nn.Module, LayerState]" = weakref.WeakKeyDictionary()
+
+
+def dispatch(state: LayerState, reason: str | None, on_triton: Callable[[], torch.Tensor],
+             on_torch: Callable[[], torch.Tensor],
+             captured: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Run one call of a patched layer on Triton (``reason is None``) or on PyTorch, and count it.
+
+    In the patch's reference mode (used by :func:`tritonpatch.compare`) PyTorch runs and nothing is
+    counted. Whatever runs, the output (through ``captured`` if given) is offered to the patch's
+    capture (also for ``compare``).
+    """
+    patch = state.patch
+    if patch.reference:
+        out = on_torch()
+    else:
+        state.record.count(reason)
+        out = on_triton() if reason is None else on_torch()
+    if patch.capture is not None:
+        patch.capture(state.record, out if captured is None else captured(out))
+    return out
+
+
+def compiling_reason() -> str | None:
+    """Reason to run PyTorch while torch.compile traces (the kernels are not custom ops yet)."""
+    if torch.compiler.is_compiling():
+        return "torch.compile is tracing"
+    return None
+
+
+def new_unpatched(cls: type) -> Any:
+    """``cls.__new__(cls)``: how a patched module is rebuilt by pickle and deepcopy, as its original class."""
+    return cls.__new__(cls)
+
+
+class _PatchedModule:
+    """Base of the patched subclasses: pickles and deep-copies as the original, unpatched class."""
+
+    _tp_original_class: type
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        rv = super().__reduce_ex__(protocol)
+        if isinstance(rv, tuple) and rv and rv[0] is copyreg.__newobj__ and rv[1][0] is type(self):
+            rv = (new_unpatched, (self._tp_original_class,), *rv[2:])
+        return rv
+
+
+class LayerNormBehaviour(_PatchedModule):
+    """``nn.LayerNorm.forward`` on Triton: y = (x - mean) / sqrt(var + eps) * weight + bias.
+
+    x is (*, *normalized_shape); statistics over the trailing ``normalized_shape`` dims, in fp32.
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 (torch's own name)
+        original = self._tp_original_class.forward
+        state = STATES.get(self)
+        reason = compiling_reason()
+        if state is None or reason is not None:
+            return original(self, input)
+        shape = tuple(self.normalized_shape)
+        reason = layer_norm_op.unsupported(input, shape, self.weight, self.bias, self.eps)
+        return dispatch(
+            state, reason,
+            lambda: layer_norm_op.layer_norm(input, shape, self.weight, self.bias, self.eps),
+            lambda: original(self, input),
+        )
+
+
+_CLASS_CACHE: dict[tuple[type, type], type] = {}
+
+
+def patched_class(cls: type, behaviour: type) -> type:
+    """The subclass of ``cls`` with ``behaviour``'s forward (made once per class and cached).
+
+    It keeps ``cls.__name__`` so that ``repr(model)`` reads the same while patched.
+    """
+    key = (cls, behaviour)
+    made = _CLASS_CACHE.get(key)
+    if made is None:
+        made = type(cls.__name__, (behaviour, cls), {
+            "__module__": __name__,
+            "__qualname__": f"{behaviour.__name__}[{cls.__qualname__}]",
+            "_tp_original_class": cls,
+        })
+        _CLASS_CACHE[key] = made
+    return made
+
+
+def is_patched(module: nn.Module) -> bool:
+    """True when ``module`` currently has one of the patched classes."""
+    return isinstance(module, _PatchedModule)
+
+
+def overrides_forward(cls: type, base: type) -> bool:
+    """True when ``cls`` (a subclass of ``base``) defines its own ``forward``."""
+    return cls.forward is not base.forward
+
+
+def softmax_behaviour(state: LayerState, x: torch.Tensor, dim: Any, dtype: torch.dtype | None,
+                      on_torch: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """One softmax call made by a patched model: y = exp(x - max) / sum(exp(x - max)) along ``dim``.
+
+    ``x`` is any shape; ``dtype`` (torch's ``dtype=``) is the output dtype, with torch's meaning (x is
+    cast to it first). ``on_torch`` runs the original torch function for this call.
+    """
+    from .ops import softmax as softmax_op  # noqa: PLC0415 (kept lazy: only routed calls need it)
+
+    reason = compiling_reason()
+    if reason is None:
+        reason = softmax_op.unsupported(x, dim, dtype)
+    return dispatch(state, reason, lambda: softmax_op.softmax(x, dim, dtype), on_torch)
+
+
+# -- Linear + ReLU --------------------------------------------------------------------------------
+_tls = threading.local()
+#: Frames of nn.Module's call machinery, between a caller and the module's forward.
+_CALL_CODES = frozenset({nn.Module._call_impl.__code__, nn.Module._wrapped_call_impl.__code__})
+
+
+def _caller_frame() -> Any:
+    """The frame that called the current module (skipping nn.Module's __call__ machinery)."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code in _CALL_CODES:
+        frame = frame.f_back
+    return frame
+
+
+def _at_accepted_site(sites: list[Any]) -> bool:
+    """True when the Linear is being called from one of the call sites its pair was proved at."""
+    frame = _caller_frame()
+    if frame is None:
+        return False
+    for site in sites:
+        if frame.f_code is site.code and (site.lineno is None or frame.f_lineno == site.lineno):
+            if frame.f_locals.get("self") is site.parent:
+                return True
+    return False
+
+
+def _hooked(module: nn.Module) -> bool:
+    from torch.nn.modules import module as module_mod  # noqa: PLC0415
+    return bool(module._forward_hooks or module._forward_pre_hooks or module_mod._global_forward_hooks
+                or module_mod._global_forward_pre_hooks)
+
+
+def mark_fused(out: torch.Tensor) -> torch.Tensor:
+    """Remember ``out`` (this thread) as a fused Linear+ReLU output, so the ReLU that follows skips."""
+    _tls.fused = weakref.ref(out)
+    return out
+
+
+def take_fused(x: Any) -> bool:
+    """True (once) if ``x`` is the fused output just produced: its ReLU is already applied.
+
+    Skipping is always correct: relu(relu(z)) == relu(z).
+    """
+    ref = getattr(_tls, "fused", None)
+    if ref is not None and ref() is x:
+        _tls.fused = None
+        return True
+    return False
+
+
+class LinearReluBehaviour(_PatchedModule):
+    """The Linear of a proved Linear->ReLU pair: y = relu(x @ weight^T + bias) in one Triton GEMM.
+
+    x is (*, in_features), y is (*, out_features). Only at the pair's proved call sites; from any other
+    call site (or with forward hooks on it) it is a plain ``nn.Linear``.
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+        original = self._tp_original_class.forward
+        state = STATES.get(self)
+        reason = compiling_reason()
+        if state is None or reason is not None or not _at_accepted_site(state.sites):
+            return original(self, input)
+        if _hooked(self):
+            reason = "the Linear has forward hooks"
+        else:
+            reason = linear_relu_op.unsupported(input, self.weight, self.bias)
+        return dispatch(
+            state, reason,
+            lambda: mark_fused(linear_relu_op.linear_relu(input, self.weight, self.bias)),
+            lambda: original(self, input),
+            captured=torch.relu,
+        )
+
+
+class ReluBehaviour(_PatchedModule):
+    """The ReLU of a pair: skips the work when handed the fused output (already ReLU'd), else nn.ReLU."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+        if take_fused(input):
+            return input
+        return self._tp_original_class.forward(self, input)

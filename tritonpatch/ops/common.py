@@ -1,0 +1,98 @@
+"""Checks shared by every op: where Triton can run, and the reason text when it cannot.
+
+Each op's ``unsupported(...)`` composes these and returns either ``None`` (Triton can take the call) or a
+short reason that names the cause, e.g. ``"dtype torch.float64 is not supported"``. The reason text is
+what the patch report counts, so it must be stable (no shapes or addresses in it unless they are the
+cause).
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+#: dtypes every kernel takes; statistics and accumulators are always fp32.
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@functools.lru_cache(maxsize=None)
+def interpreting() -> bool:
+    """True when Triton runs kernels through its CPU interpreter (``TRITON_INTERPRET=1``).
+
+    Read once: Triton itself reads the variable at import, so changing it later has no effect.
+    """
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def device_reason(*tensors: torch.Tensor | None) -> str | None:
+    """Reason why these tensors cannot go to a Triton kernel because of their device, or None.
+
+    Kernels run on CUDA tensors, and on CPU tensors when the interpreter is on. All tensors given (None
+    entries are skipped) must be on one device.
+    """
+    first = None
+    for t in tensors:
+        if t is None:
+            continue
+        if first is None:
+            first = t.device
+            dev = t.device.type
+            if dev == "cuda":
+                continue
+            if dev == "cpu" and interpreting():
+                continue
+            if dev == "cpu":
+                return "device cpu needs CUDA (or TRITON_INTERPRET=1)"
+            return f"device {dev} is not supported"
+        elif t.device != first:
+            return "tensors are on different devices"
+    return None
+
+
+def dtype_reason(x: torch.Tensor, allowed: tuple[torch.dtype, ...] = FLOAT_DTYPES) -> str | None:
+    """Reason why ``x.dtype`` is not one the kernels take, or None."""
+    if x.dtype not in allowed:
+        return f"dtype {x.dtype} is not supported"
+    return None
+
+
+def same_dtype_reason(x: torch.Tensor, *others: torch.Tensor | None) -> str | None:
+    """Reason why the parameters' dtype differs from the input's, or None (None entries are skipped)."""
+    for t in others:
+        if t is not None and t.dtype != x.dtype:
+            return f"mixed dtypes ({x.dtype} input, {t.dtype} parameter)"
+    return None
+
+
+def autocast_reason(device_type: str) -> str | None:
+    """Reason to fall back when autocast is on for this device type, or None.
+
+    Under autocast torch decides the compute dtype per op; until an op implements that policy itself,
+    it lets torch run the call so that the result is exactly torch's.
+    """
+    if torch.is_autocast_enabled(device_type):
+        return "autocast is enabled"
+    return None
+
+
+def next_power_of_2(n: int) -> int:
+    """Smallest power of two >= n (n >= 1)."""
+    return 1 << (max(n, 1) - 1).bit_length()
+
+
+def poisoning() -> bool:
+    """True when ``TRITONPATCH_POISON=1``: outputs are filled with NaN before kernels write them.
+
+    Tests turn this on so that an element a kernel forgets to write shows up as NaN instead of as
+    whatever the allocator happened to hand back. Read per call (cheap), so a test may flip it.
+    """
+    return os.environ.get("TRITONPATCH_POISON", "0") not in ("", "0")
+
+
+def new_output(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Allocate a kernel output: ``torch.empty``, or NaN-filled when :func:`poisoning` is on."""
+    out = torch.empty(shape, dtype=dtype, device=device)
+    if poisoning() and out.is_floating_point():
+        out.fill_(float("nan"))
+    return out

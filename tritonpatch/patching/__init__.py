@@ -1,0 +1,1 @@
+"""Plan, apply and restore patches; the Patch handle and its report."""
