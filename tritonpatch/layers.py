@@ -152,12 +152,19 @@ def softmax_behaviour(state: LayerState, x: torch.Tensor, dim: Any, dtype: torch
 # -- Linear + ReLU --------------------------------------------------------------------------------
 _tls = threading.local()
 #: Frames of nn.Module's call machinery, between a caller and the module's forward.
-_CALL_CODES = frozenset({nn.Module._call_impl.__code__, nn.Module._wrapped_call_impl.__code__})
+_CALL_CODES = frozenset({
+    nn.Module._call_impl.__code__, nn.Module._wrapped_call_impl.__code__,
+    # the closure _call_impl runs forward through when hooks are registered
+    *(c for c in nn.Module._call_impl.__code__.co_consts if hasattr(c, "co_code")),
+})
 
 
 def _caller_frame() -> Any:
-    """The frame that called the current module (skipping nn.Module's __call__ machinery)."""
-    frame = sys._getframe(2)
+    """The frame that called the current module (skipping nn.Module's __call__ machinery).
+
+    Frames: 0 this, 1 _at_accepted_site, 2 the patched forward, 3 onwards nn.Module.__call__.
+    """
+    frame = sys._getframe(3)
     while frame is not None and frame.f_code in _CALL_CODES:
         frame = frame.f_back
     return frame
@@ -212,7 +219,7 @@ class LinearReluBehaviour(_PatchedModule):
         reason = compiling_reason()
         if state is None or reason is not None or not _at_accepted_site(state.sites):
             return original(self, input)
-        if _hooked(self):
+        if _hooked(self):  # a hook must see the real pre-activation
             reason = "the Linear has forward hooks"
         else:
             reason = linear_relu_op.unsupported(input, self.weight, self.bias)

@@ -7,7 +7,9 @@ cause).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 import os
 
 import torch
@@ -96,3 +98,12 @@ def new_output(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype, device: 
     if poisoning() and out.is_floating_point():
         out.fill_(float("nan"))
     return out
+
+
+_INTERPRETER_LOCK = threading.RLock()
+
+
+def interpreter_lock() -> contextlib.AbstractContextManager:
+    """Serialises kernel launches under Triton's interpreter, which is not thread-safe (it swaps
+    ``triton.language`` functions globally while a kernel runs). On a GPU: a no-op."""
+    return _INTERPRETER_LOCK if interpreting() else contextlib.nullcontext()

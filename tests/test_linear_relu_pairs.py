@@ -1,0 +1,168 @@
+"""Linear+ReLU pairs: found in the model's own code, fused only where provably safe, always correct."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import tritonpatch
+
+D = 12
+
+
+def lin() -> nn.Linear:
+    return nn.Linear(D, D)
+
+
+class ModuleRelu(nn.Module):
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.fc, self.act = lin(), nn.ReLU(inplace=inplace)
+
+    def forward(self, x):
+        h = self.fc(x)
+        h = self.act(h)
+        return h * 2
+
+
+class Functional(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c, self.d, self.e = lin(), lin(), lin(), lin(), lin()
+
+    def forward(self, x):
+        x = F.relu(self.a(x))
+        x = torch.relu(self.b(x))
+        x = self.c(x).relu()
+        h = self.d(x)
+        h.relu_()
+        g = self.e(h)
+        g = F.relu(g, inplace=True)
+        return g
+
+
+class Reused(nn.Module):
+    """The trap: the pre-activation is used again, so the pair must not be fused."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = lin()
+
+    def forward(self, x):
+        h = self.fc(x)
+        return F.relu(h) + h
+
+
+class SharedRelu(nn.Module):
+    """One ReLU module called from a fused site and from a plain site."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.act = lin(), nn.ReLU()
+
+    def forward(self, x):
+        y = self.act(self.fc(x))
+        return self.act(y - 1.0) + self.act(x - 0.5)
+
+
+class Branchy(nn.Module):
+    """Control flow that changes between calls: one Linear, a fused site and a raw site."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.act = lin(), nn.ReLU()
+        self.raw = False
+
+    def forward(self, x):
+        if self.raw:
+            return self.fc(x)  # the pre-activation itself: must not come back ReLU'd
+        return self.act(self.fc(x))
+
+
+def sequential() -> nn.Sequential:
+    return nn.Sequential(lin(), nn.ReLU(), lin(), nn.ReLU(inplace=True), lin())
+
+
+def check(model: nn.Module, device: str, n_pairs: int, calls: int = 1) -> tritonpatch.Patch:
+    """Patched output and gradients equal the unpatched ones, and n_pairs pairs ran fused."""
+    model = model.to(device)
+    x = torch.randn(3, 5, D, device=device, requires_grad=True)
+    ref = model(x)
+    ref_grads = torch.autograd.grad(ref.square().sum(), [x, *model.parameters()])
+    with tritonpatch.patch(model) as p:
+        for _ in range(calls):
+            out = model(x)
+        grads = torch.autograd.grad(out.square().sum(), [x, *model.parameters()])
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4)
+    fused = [r for r in p.layers if r.kind == "linear_relu"]
+    assert len(fused) == n_pairs, str(p)
+    assert all(r.triton_calls == calls and r.fallback_calls == 0 for r in fused), str(p)
+    return p
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_relu_module(device, inplace):
+    p = check(ModuleRelu(inplace), device, 1)
+    assert p.layers[0].name == "fc+act"
+
+
+def test_functional_forms(device):
+    p = check(Functional(), device, 5)
+    assert sorted(r.name for r in p.layers) == ["a+F.relu", "b+torch.relu", "c+Tensor.relu",
+                                                "d+Tensor.relu_", "e+F.relu"]
+    assert F.relu.__module__ == "torch.nn.functional" and "relu" not in torch.Tensor.__dict__
+
+
+def test_sequential(device):
+    p = check(sequential(), device, 2)
+    assert sorted(r.name for r in p.layers) == ["0+1", "2+3"]
+
+
+def test_reused_preactivation_is_rejected(device):
+    p = check(Reused(), device, 0)
+    assert [(s.name, s.kind) for s in p.skipped] == [("fc+F.relu", "linear_relu")]
+    assert "used elsewhere" in p.skipped[0].reason
+
+
+def test_shared_relu_module(device):
+    check(SharedRelu(), device, 1, calls=2)
+
+
+def test_changing_control_flow_is_always_correct(device):
+    model = Branchy().to(device)
+    x = torch.randn(4, D, device=device)
+    with tritonpatch.patch(model) as p:
+        for raw in (False, True, False, True):
+            model.raw = raw
+            want = model.fc._tp_original_class.forward(model.fc, x)
+            out = model(x)
+            torch.testing.assert_close(out, want if raw else torch.relu(want), rtol=1e-5, atol=1e-5)
+    assert p.layers[0].triton_calls == 2  # only the ReLU'd site fused
+
+
+def test_hooks_on_the_linear_disable_fusion(device):
+    model = ModuleRelu().to(device)
+    seen = []
+    model.fc.register_forward_hook(lambda m, i, o: seen.append(o.detach().clone()))
+    x = torch.randn(2, D, device=device)
+    with tritonpatch.patch(model) as p:
+        model(x)
+    assert (seen[0] < 0).any()  # the hook saw the real pre-activation
+    assert p.layers[0].fallback_reasons == {"the Linear has forward hooks": 1}
+
+
+def test_bias_free_and_3d(device):
+    model = ModuleRelu()
+    model.fc = nn.Linear(D, D, bias=False)
+    check(model, device, 1)
+
+
+def test_relu_functions_restored_by_identity():
+    originals = (F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_)
+    with tritonpatch.patch(Functional()):
+        assert F.relu is not originals[0]
+    assert (F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_) == originals
+    assert "relu" not in torch.Tensor.__dict__ and "relu_" not in torch.Tensor.__dict__
