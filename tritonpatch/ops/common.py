@@ -7,12 +7,16 @@ cause).
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import threading
 import os
 
+from typing import Callable, ParamSpec, TypeVar
+
 import torch
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: dtypes every kernel takes; statistics and accumulators are always fp32.
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -103,7 +107,15 @@ def new_output(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype, device: 
 _INTERPRETER_LOCK = threading.RLock()
 
 
-def interpreter_lock() -> contextlib.AbstractContextManager:
-    """Serialises kernel launches under Triton's interpreter, which is not thread-safe (it swaps
-    ``triton.language`` functions globally while a kernel runs). On a GPU: a no-op."""
-    return _INTERPRETER_LOCK if interpreting() else contextlib.nullcontext()
+def launcher(fn: Callable[P, R]) -> Callable[P, R]:
+    """Decorate a function that launches kernels: under Triton's interpreter, which is not thread-safe
+    (it swaps ``triton.language`` functions globally while a kernel runs), calls are serialised by a
+    lock. On a GPU the function is returned unchanged (no per-call cost)."""
+    if not interpreting():
+        return fn
+
+    @functools.wraps(fn)
+    def serialised(*args: P.args, **kwargs: P.kwargs) -> R:
+        with _INTERPRETER_LOCK:
+            return fn(*args, **kwargs)
+    return serialised

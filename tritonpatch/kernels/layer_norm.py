@@ -1,0 +1,242 @@
+"""Triton kernels for LayerNorm over the last dimension of a row-major (M, N) view.
+
+Math (per row x of length N, statistics always in fp32):
+
+    mean = sum(x) / N
+    var  = sum((x - mean)^2) / N                  (biased, as torch)
+    rstd = 1 / sqrt(var + eps)
+    xhat = (x - mean) * rstd
+    y    = xhat * w + b                           (w, b optional)
+
+Backward, with g = w * dy (g = dy without weight):
+
+    c1 = sum(xhat * g) / N,   c2 = sum(g) / N     (per row)
+    dx = rstd * (g - (xhat * c1 + c2))
+    dw = sum over rows of dy * xhat,   db = sum over rows of dy
+
+dw/db are reduced deterministically: every program of the backward kernel owns a fixed set of rows and
+writes ONE fp32 partial row (its sum over those rows) into a (programs, N) buffer; a second kernel sums
+that buffer over its first axis in a fixed order. No atomics, so repeated runs are bitwise identical.
+
+Layout: row ``r`` of an input starts at ``ptr + r * stride_row`` and its elements are contiguous
+(column stride 1). Row indices are int64 so ``r * stride_row`` cannot overflow int32.
+
+Kernels (the launcher in ``tritonpatch/ops/layer_norm.py`` picks one by width):
+  layer_norm_fwd_kernel          whole rows in registers, ROWS rows per program (2-D tile)
+  layer_norm_fwd_looped_kernel   one row per program, walked in BLOCK_N chunks (wide rows)
+  layer_norm_bwd_row_stats_kernel  c1, c2 per row, chunked (only for wide rows)
+  layer_norm_bwd_kernel          dx and dw/db partials; persistent over row tiles
+  layer_norm_bwd_reduce_kernel   partials (K, G, N) -> K outputs of length N
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def layer_norm_fwd_kernel(
+    X, Y, W, B, Mean, Rstd,
+    stride_x_row, stride_y_row,
+    M, N, eps,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, STORE_STATS: tl.constexpr,
+    BLOCK_N: tl.constexpr, ROWS: tl.constexpr,
+):
+    """Program p normalizes rows [p*ROWS, p*ROWS + ROWS) held whole in a (ROWS, BLOCK_N) tile, N <= BLOCK_N."""
+    pid = tl.program_id(0).to(tl.int64)
+    rows = pid * ROWS + tl.arange(0, ROWS)          # (ROWS,) int64 row indices
+    cols = tl.arange(0, BLOCK_N)                    # (BLOCK_N,) column indices
+    row_ok = rows < M
+    col_ok = cols < N
+    mask = row_ok[:, None] & col_ok[None, :]
+
+    # x[r, c] lives at X + r * stride_x_row + c
+    x_ptrs = X + rows[:, None] * stride_x_row + cols[None, :]
+    x = tl.load(x_ptrs, mask=mask, other=0.0).to(tl.float32)
+
+    # Two-pass statistics on the registers: mean, then the centred second moment.
+    mean = tl.sum(x, axis=1) / N                    # (ROWS,)
+    xc = tl.where(mask, x - mean[:, None], 0.0)     # padding stays 0 so it adds nothing below
+    var = tl.sum(xc * xc, axis=1) / N
+    rstd = 1.0 / tl.sqrt(var + eps)
+
+    y = xc * rstd[:, None]                          # xhat
+    if HAS_W:
+        w = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
+        y = y * w[None, :]
+    if HAS_B:
+        b = tl.load(B + cols, mask=col_ok, other=0.0).to(tl.float32)
+        y = y + b[None, :]
+
+    y_ptrs = Y + rows[:, None] * stride_y_row + cols[None, :]
+    tl.store(y_ptrs, y.to(Y.dtype.element_ty), mask=mask)
+    if STORE_STATS:
+        tl.store(Mean + rows, mean, mask=row_ok)
+        tl.store(Rstd + rows, rstd, mask=row_ok)
+
+
+@triton.jit
+def layer_norm_fwd_looped_kernel(
+    X, Y, W, B, Mean, Rstd,
+    stride_x_row, stride_y_row,
+    N, eps,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, STORE_STATS: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """Program p normalizes row p, any width, in chunks of BLOCK_N.
+
+    Pass 1 reads each chunk once and merges per-chunk (count, mean, M2) with Chan's formula, which is as
+    stable as the two-pass formula:  n = na + nb,  d = mean_b - mean_a,
+        mean = mean_a + d * nb / n,   M2 = M2_a + M2_b + d^2 * na * nb / n.
+    Pass 2 re-reads the chunks (mostly from L2) and writes y.
+    """
+    row = tl.program_id(0).to(tl.int64)
+    x_row = X + row * stride_x_row
+    y_row = Y + row * stride_y_row
+    cols = tl.arange(0, BLOCK_N)
+
+    mean = 0.0
+    m2 = 0.0
+    count = 0.0
+    for start in range(0, N, BLOCK_N):
+        c = start + cols
+        mask = c < N
+        x = tl.load(x_row + c, mask=mask, other=0.0).to(tl.float32)
+        n_b = tl.minimum(N - start, BLOCK_N).to(tl.float32)
+        mean_b = tl.sum(x, axis=0) / n_b
+        xc = tl.where(mask, x - mean_b, 0.0)
+        m2_b = tl.sum(xc * xc, axis=0)
+        n_ab = count + n_b
+        delta = mean_b - mean
+        mean = mean + delta * (n_b / n_ab)
+        m2 = m2 + m2_b + delta * delta * (count * (n_b / n_ab))
+        count = n_ab
+    rstd = 1.0 / tl.sqrt(m2 / N + eps)
+
+    for start in range(0, N, BLOCK_N):
+        c = start + cols
+        mask = c < N
+        x = tl.load(x_row + c, mask=mask, other=0.0).to(tl.float32)
+        y = (x - mean) * rstd
+        if HAS_W:
+            y = y * tl.load(W + c, mask=mask, other=0.0).to(tl.float32)
+        if HAS_B:
+            y = y + tl.load(B + c, mask=mask, other=0.0).to(tl.float32)
+        tl.store(y_row + c, y.to(Y.dtype.element_ty), mask=mask)
+    if STORE_STATS:
+        tl.store(Mean + row, mean)
+        tl.store(Rstd + row, rstd)
+
+
+@triton.jit
+def layer_norm_bwd_row_stats_kernel(
+    X, DY, W, Mean, Rstd, C1, C2,
+    stride_x_row, stride_dy_row,
+    N,
+    HAS_W: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Program p computes c1 = sum(xhat * g) / N and c2 = sum(g) / N for row p (g = w * dy), chunked."""
+    row = tl.program_id(0).to(tl.int64)
+    x_row = X + row * stride_x_row
+    dy_row = DY + row * stride_dy_row
+    mean = tl.load(Mean + row)
+    rstd = tl.load(Rstd + row)
+    cols = tl.arange(0, BLOCK_N)
+    acc1 = tl.zeros((BLOCK_N,), dtype=tl.float32)   # running xhat * g, per lane
+    acc2 = tl.zeros((BLOCK_N,), dtype=tl.float32)   # running g, per lane
+    for start in range(0, N, BLOCK_N):
+        c = start + cols
+        mask = c < N
+        x = tl.load(x_row + c, mask=mask, other=0.0).to(tl.float32)
+        g = tl.load(dy_row + c, mask=mask, other=0.0).to(tl.float32)
+        if HAS_W:
+            g = g * tl.load(W + c, mask=mask, other=0.0).to(tl.float32)
+        xhat = tl.where(mask, (x - mean) * rstd, 0.0)
+        acc1 += xhat * g
+        acc2 += g
+    tl.store(C1 + row, tl.sum(acc1, axis=0) / N)
+    tl.store(C2 + row, tl.sum(acc2, axis=0) / N)
+
+
+@triton.jit
+def layer_norm_bwd_kernel(
+    X, DY, DX, W, Mean, Rstd, C1, C2, DW_part, DB_part,
+    stride_x_row, stride_dy_row, stride_dx_row,
+    M, N,
+    HAS_W: tl.constexpr, FULL_ROW: tl.constexpr,
+    COMPUTE_DX: tl.constexpr, COMPUTE_DW: tl.constexpr, COMPUTE_DB: tl.constexpr,
+    BLOCK_N: tl.constexpr, ROWS: tl.constexpr,
+):
+    """Grid (G, column blocks). Program (p, q) owns columns [q*BLOCK_N, q*BLOCK_N + BLOCK_N) and the
+    row tiles p, p + G, p + 2G, ... (each tile = ROWS consecutive rows). It writes dx for its tiles and
+    ONE fp32 partial row: DW_part[p, cols] = sum over its rows of dy * xhat, DB_part[p, cols] = sum of dy.
+
+    FULL_ROW (one column block covers the row, N <= BLOCK_N): c1, c2 are reduced here from the tile.
+    Otherwise they come precomputed in C1, C2 (layer_norm_bwd_row_stats_kernel).
+    """
+    pid = tl.program_id(0)
+    n_prog = tl.num_programs(0)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_ok = cols < N
+    if HAS_W:
+        w = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
+    dw_acc = tl.zeros((ROWS, BLOCK_N), dtype=tl.float32)
+    db_acc = tl.zeros((ROWS, BLOCK_N), dtype=tl.float32)
+
+    n_tiles = tl.cdiv(M, ROWS)
+    for tile in range(pid, n_tiles, n_prog):
+        # row indices fit int32 (M does); int64 so that rows * stride_row cannot overflow
+        rows = (tile * ROWS + tl.arange(0, ROWS)).to(tl.int64)
+        row_ok = rows < M
+        mask = row_ok[:, None] & col_ok[None, :]
+        x = tl.load(X + rows[:, None] * stride_x_row + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(DY + rows[:, None] * stride_dy_row + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        mean = tl.load(Mean + rows, mask=row_ok, other=0.0)
+        rstd = tl.load(Rstd + rows, mask=row_ok, other=0.0)
+        xhat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
+        if COMPUTE_DX:
+            if HAS_W:
+                g = dy * w[None, :]
+            else:
+                g = dy
+            if FULL_ROW:
+                c1 = tl.sum(xhat * g, axis=1) / N
+                c2 = tl.sum(g, axis=1) / N
+            else:
+                c1 = tl.load(C1 + rows, mask=row_ok, other=0.0)
+                c2 = tl.load(C2 + rows, mask=row_ok, other=0.0)
+            dx = (g - (xhat * c1[:, None] + c2[:, None])) * rstd[:, None]
+            dx_ptrs = DX + rows[:, None] * stride_dx_row + cols[None, :]
+            tl.store(dx_ptrs, dx.to(DX.dtype.element_ty), mask=mask)
+        if COMPUTE_DW:
+            dw_acc += dy * xhat
+        if COMPUTE_DB:
+            db_acc += dy
+
+    # partial[p, c] lives at PART + p * N + c
+    part_offs = pid.to(tl.int64) * N + cols
+    if COMPUTE_DW:
+        tl.store(DW_part + part_offs, tl.sum(dw_acc, axis=0), mask=col_ok)
+    if COMPUTE_DB:
+        tl.store(DB_part + part_offs, tl.sum(db_acc, axis=0), mask=col_ok)
+
+
+@triton.jit
+def layer_norm_bwd_reduce_kernel(
+    Part, Out0, Out1,
+    G, N,
+    BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Grid (column blocks, K). Out_k[c] = sum over g of Part[k, g, c] (Part is (K, G, N) fp32, K <= 2),
+    summed in a fixed order, cast to the output dtype. Out1 is only written by k == 1."""
+    which = tl.program_id(1)
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_ok = cols < N
+    base = Part + which.to(tl.int64) * G * N        # Part[k, g, c] at Part + (k * G + g) * N + c
+    acc = tl.zeros((BLOCK_G, BLOCK_N), dtype=tl.float32)
+    for g0 in range(0, G, BLOCK_G):
+        g = g0 + tl.arange(0, BLOCK_G)
+        mask = (g < G)[:, None] & col_ok[None, :]
+        acc += tl.load(base + g[:, None].to(tl.int64) * N + cols[None, :], mask=mask, other=0.0)
+    total = tl.sum(acc, axis=0)
+    # which is 0 or 1: program k writes only Out_k (the other store's mask bound is 0)
+    tl.store(Out0 + cols, total.to(Out0.dtype.element_ty), mask=cols < N * (1 - which))
+    tl.store(Out1 + cols, total.to(Out1.dtype.element_ty), mask=cols < N * which)

@@ -1,0 +1,300 @@
+"""LayerNorm on Triton: the support check, the launchers and the autograd Function.
+
+For ``x`` of shape ``(*, *normalized_shape)`` with ``N = prod(normalized_shape)``, each of the
+``M = x.numel() // N`` rows is normalized over its N elements::
+
+    y = (x - mean) / sqrt(var + eps) * weight + bias      (var biased; weight, bias optional)
+
+Same semantics and output dtype as :func:`torch.nn.functional.layer_norm`. Statistics and all
+accumulations are fp32; fp32, fp16 and bf16 inputs are taken. Any width runs on Triton: rows up to
+``FUSED_FWD_MAX`` (fwd) / ``FUSED_BWD_MAX`` (bwd) wide are held in registers, wider rows are walked in
+chunks (see ``tritonpatch/kernels/layer_norm.py``).
+
+Layout: the kernels read rows with a row stride and contiguous elements, so an input whose leading dims
+are sliced/strided needs no copy (nor does an expanded upstream gradient). An input whose normalized
+dims are not contiguous (e.g. a transposed last dim) is copied to contiguous by the op; that is not a
+fallback reason. Outputs are contiguous, like torch's.
+
+Gradients (dx, dweight, dbias; only those autograd asks for) are deterministic: dweight/dbias are
+reduced through per-program fp32 partial rows and a fixed-order second reduction, never atomics.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import triton
+
+from tritonpatch.kernels.layer_norm import (
+    layer_norm_bwd_kernel,
+    layer_norm_bwd_reduce_kernel,
+    layer_norm_bwd_row_stats_kernel,
+    layer_norm_fwd_kernel,
+    layer_norm_fwd_looped_kernel,
+)
+from tritonpatch.ops.common import (
+    autocast_reason,
+    device_reason,
+    dtype_reason,
+    interpreting,
+    launcher,
+    new_output,
+    next_power_of_2,
+    same_dtype_reason,
+)
+
+__all__ = ["unsupported", "layer_norm"]
+
+#: Widest row the forward keeps whole in registers; wider rows use the chunked (looped) kernel.
+FUSED_FWD_MAX = 16384
+#: Widest row the backward keeps whole in registers (with fp32 dw/db accumulators); wider rows compute
+#: per-row c1/c2 first, then dx and dw/db partials per column block (reads x and dy twice).
+FUSED_BWD_MAX = 8192
+#: Chunk sizes of the wide-row kernels.
+_FWD_LOOP_BLOCK = 8192
+_BWD_STATS_BLOCK = 4096
+_BWD_COLS_BLOCK = 1024
+_BWD_COLS_ROWS = 4
+#: Elements per program tile for narrow rows (several rows per program).
+_TILE = 4096
+
+
+# ----------------------------------------------------------------------------------------------------
+# Support check
+# ----------------------------------------------------------------------------------------------------
+def _as_shape(normalized_shape) -> tuple[int, ...]:
+    if isinstance(normalized_shape, int):
+        return (normalized_shape,)
+    return tuple(normalized_shape)
+
+
+def unsupported(x: torch.Tensor, normalized_shape: tuple[int, ...], weight: torch.Tensor | None,
+                bias: torch.Tensor | None, eps: float) -> str | None:
+    """Why Triton cannot take ``F.layer_norm(x, normalized_shape, weight, bias, eps)``, or None if it can.
+
+    Reasons (stable text): the device (CPU without ``TRITON_INTERPRET=1``, non-CUDA devices, tensors on
+    different devices), dtype (only fp32/fp16/bf16), mixed dtypes between input and parameters, autocast
+    enabled, or a call torch itself would reject (shape mismatch; torch then raises its own error).
+    There is no width limit and no layout condition (non-contiguous inputs are handled by the op).
+    """
+    reason = (device_reason(x, weight, bias) or dtype_reason(x) or same_dtype_reason(x, weight, bias)
+              or autocast_reason(x.device.type))
+    if reason is not None:
+        return reason
+    shape = _as_shape(normalized_shape)
+    k = len(shape)
+    if k == 0 or x.dim() < k or tuple(x.shape[x.dim() - k:]) != shape:
+        return "normalized_shape does not match the input"
+    if weight is not None and tuple(weight.shape) != shape:
+        return "weight shape does not match normalized_shape"
+    if bias is not None and tuple(bias.shape) != shape:
+        return "bias shape does not match normalized_shape"
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Launch parameters (functions of the width only, cached)
+# ----------------------------------------------------------------------------------------------------
+def _clamp(v: int, lo: int, hi: int) -> int:
+    return max(lo, min(hi, v))
+
+
+@functools.lru_cache(maxsize=None)
+def _fwd_config(n: int) -> tuple[bool, int, int, int]:
+    """(fused, BLOCK_N, ROWS, num_warps) for the forward at width n.
+
+    Fused: the row tile is (ROWS, next_pow2(n)) with ROWS*BLOCK_N ~ 4096 for narrow rows (several rows
+    per program, 2-D tile) and one row per program from 4096 up; warps = tile/512 in [4, 16], i.e. 8 to 32
+    fp32 elements per thread. Wider than FUSED_FWD_MAX: one row per program in 8192 chunks, 16 warps.
+    """
+    if n > FUSED_FWD_MAX:
+        return False, _FWD_LOOP_BLOCK, 1, 16
+    block = next_power_of_2(n)
+    rows = _clamp(_TILE // block, 1, 64)
+    warps = _clamp(rows * block // 512, 4, 16)
+    return True, block, rows, warps
+
+
+@functools.lru_cache(maxsize=None)
+def _bwd_config(n: int) -> tuple[bool, int, int, int, int]:
+    """(fused, BLOCK_N, ROWS, num_warps, programs_per_sm) for the backward at width n.
+
+    Fused (n <= FUSED_BWD_MAX): tile (ROWS, next_pow2(n)) as in the forward, warps = tile/512 in [4, 16]
+    (x, dy, w and two fp32 accumulators live per element: <= 16 elements per thread), and a persistent
+    grid of ~32 warps per SM. Wide: column blocks of 1024 x 4 rows, 8 warps, ~4 programs per SM.
+    """
+    if n > FUSED_BWD_MAX:
+        return False, _BWD_COLS_BLOCK, _BWD_COLS_ROWS, 8, 4
+    block = next_power_of_2(n)
+    rows = _clamp(_TILE // block, 1, 64)
+    warps = _clamp(rows * block // 512, 4, 16)
+    return True, block, rows, warps, max(1, 32 // warps)
+
+
+@functools.lru_cache(maxsize=None)
+def _num_sms(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device; 4 under the interpreter (keeps its grids small)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 4
+
+
+def _rows_view(t: torch.Tensor, n: int) -> torch.Tensor:
+    """``t`` as an (M, n) matrix whose rows are contiguous (column stride 1); copies only if needed."""
+    t2 = t.reshape(-1, n) if n else t.reshape(0, 0)  # n == 0: nothing to do, any empty matrix
+    if n > 1 and t2.stride(1) != 1:
+        t2 = t2.contiguous()
+    return t2
+
+
+def _row_stride(t2: torch.Tensor) -> int:
+    return t2.stride(0) if t2.shape[0] > 1 else t2.shape[1]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Launchers
+# ----------------------------------------------------------------------------------------------------
+@launcher
+def _forward(x2: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, eps: float,
+             store_stats: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """y (M, N) in x's dtype and, if ``store_stats``, fp32 mean and rstd of shape (M,)."""
+    m, n = x2.shape
+    y = new_output((m, n), x2.dtype, x2.device)
+    if store_stats:
+        mean = new_output((m,), torch.float32, x2.device)
+        rstd = new_output((m,), torch.float32, x2.device)
+    else:
+        mean = rstd = None
+    if m == 0 or n == 0:
+        return y, mean, rstd
+    fused, block, rows, warps = _fwd_config(n)
+    dummy = x2  # stands in for absent pointers; never read (the constexpr flags are off)
+    args = (x2, y, w if w is not None else dummy, b if b is not None else dummy,
+            mean if store_stats else dummy, rstd if store_stats else dummy,
+            _row_stride(x2), n)
+    if fused:
+        layer_norm_fwd_kernel[(triton.cdiv(m, rows),)](
+            *args, m, n, eps,
+            HAS_W=w is not None, HAS_B=b is not None, STORE_STATS=store_stats,
+            BLOCK_N=block, ROWS=rows, num_warps=warps)
+    else:
+        layer_norm_fwd_looped_kernel[(m,)](
+            *args, n, eps,
+            HAS_W=w is not None, HAS_B=b is not None, STORE_STATS=store_stats,
+            BLOCK_N=block, num_warps=warps)
+    return y, mean, rstd
+
+
+@launcher
+def _backward(x2: torch.Tensor, dy2: torch.Tensor, w: torch.Tensor | None, mean: torch.Tensor,
+              rstd: torch.Tensor, need_dx: bool, need_dw: bool, need_db: bool,
+              param_dtype: torch.dtype) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """dx (M, N) in x's dtype, dw and db (N,) in ``param_dtype``; None where not needed."""
+    m, n = x2.shape
+    dev = x2.device
+    dx = new_output((m, n), x2.dtype, dev) if need_dx else None
+    if m == 0 or n == 0:
+        dw = torch.zeros(n, dtype=param_dtype, device=dev) if need_dw else None
+        db = torch.zeros(n, dtype=param_dtype, device=dev) if need_db else None
+        return dx, dw, db
+
+    fused, block, rows, warps, per_sm = _bwd_config(n)
+    n_tiles = triton.cdiv(m, rows)
+    n_col_blocks = 1 if fused else triton.cdiv(n, block)
+    sms = _num_sms(dev)
+    if fused:
+        g = min(n_tiles, sms * per_sm)
+    else:
+        g = _clamp(sms * per_sm // n_col_blocks, 1, n_tiles)
+
+    c1 = c2 = mean  # placeholders unless the row stats are needed separately
+    if need_dx and not fused:
+        c1 = new_output((m,), torch.float32, dev)
+        c2 = new_output((m,), torch.float32, dev)
+        layer_norm_bwd_row_stats_kernel[(m,)](
+            x2, dy2, w if w is not None else x2, mean, rstd, c1, c2,
+            _row_stride(x2), _row_stride(dy2), n,
+            HAS_W=w is not None, BLOCK_N=_BWD_STATS_BLOCK, num_warps=8)
+
+    k = int(need_dw) + int(need_db)
+    part = new_output((max(k, 1), g, n), torch.float32, dev) if k else None
+    dw_part = part[0] if need_dw else x2
+    db_part = part[k - 1] if need_db else x2
+    layer_norm_bwd_kernel[(g, n_col_blocks)](
+        x2, dy2, dx if need_dx else x2, w if w is not None else x2, mean, rstd, c1, c2, dw_part, db_part,
+        _row_stride(x2), _row_stride(dy2), n,
+        m, n,
+        HAS_W=w is not None, FULL_ROW=fused,
+        COMPUTE_DX=need_dx, COMPUTE_DW=need_dw, COMPUTE_DB=need_db,
+        BLOCK_N=block, ROWS=rows, num_warps=warps)
+
+    dw = db = None
+    if k:
+        outs = [new_output((n,), param_dtype, dev) for _ in range(k)]
+        block_r = 32 if n < 4096 else 64
+        layer_norm_bwd_reduce_kernel[(triton.cdiv(n, block_r), k)](
+            part, outs[0], outs[-1], g, n, BLOCK_G=32, BLOCK_N=block_r, num_warps=4)
+        dw = outs[0] if need_dw else None
+        db = outs[-1] if need_db else None
+    return dx, dw, db
+
+
+class _LayerNormFunction(torch.autograd.Function):
+    """Autograd wrapper: saves the (M, N) view of x, the weight and fp32 mean/rstd for backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, n, eps):  # type: ignore[override]
+        x2 = _rows_view(x, n)
+        w = weight.reshape(n).contiguous() if weight is not None else None
+        b = bias.reshape(n).contiguous() if bias is not None else None
+        y, mean, rstd = _forward(x2, w, b, eps, store_stats=True)
+        ctx.save_for_backward(x2, w, mean, rstd)
+        ctx.x_shape = x.shape
+        ctx.w_shape = weight.shape if weight is not None else None
+        ctx.b_shape = bias.shape if bias is not None else None
+        ctx.param_dtype = x.dtype
+        return y.view(x.shape)
+
+    @staticmethod
+    def backward(ctx, dy):  # type: ignore[override]
+        x2, w, mean, rstd = ctx.saved_tensors
+        n = x2.shape[1]
+        need_dx, need_dw, need_db = ctx.needs_input_grad[:3]
+        dy2 = _rows_view(dy, n)
+        dx, dw, db = _backward(x2, dy2, w, mean, rstd, need_dx, need_dw, need_db, ctx.param_dtype)
+        if dx is not None:
+            dx = dx.view(ctx.x_shape)
+        if dw is not None:
+            dw = dw.view(ctx.w_shape)
+        if db is not None:
+            db = db.view(ctx.b_shape)
+        return dx, dw, db, None, None
+
+
+def layer_norm(x: torch.Tensor, normalized_shape: tuple[int, ...], weight: torch.Tensor | None = None,
+               bias: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
+    """LayerNorm over the trailing ``normalized_shape`` dims of ``x``, on Triton.
+
+    Shapes: ``x`` is ``(*, *normalized_shape)`` (any number of leading dims, possibly none),
+    ``weight`` and ``bias`` are ``normalized_shape`` or None. Returns ``y`` of ``x.shape`` and dtype,
+    contiguous::
+
+        y = (x - E[x]) / sqrt(Var[x] + eps) * weight + bias
+
+    with mean and biased variance over the N = prod(normalized_shape) trailing elements of each row,
+    computed in fp32. Differentiable w.r.t. x, weight and bias (only the gradients autograd needs are
+    computed; dweight/dbias are deterministic). Callers check :func:`unsupported` first; this function
+    assumes the call is supported.
+    """
+    shape = _as_shape(normalized_shape)
+    n = math.prod(shape)
+    if torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad)
+                                    or (bias is not None and bias.requires_grad)):
+        return _LayerNormFunction.apply(x, weight, bias, n, eps)
+    # Inference: no autograd node and no statistics written.
+    x2 = _rows_view(x, n)
+    w = weight.reshape(n).contiguous() if weight is not None else None
+    b = bias.reshape(n).contiguous() if bias is not None else None
+    y, _, _ = _forward(x2, w, b, eps, store_stats=False)
+    return y.view(x.shape)
