@@ -119,3 +119,12 @@ def launcher(fn: Callable[P, R]) -> Callable[P, R]:
         with _INTERPRETER_LOCK:
             return fn(*args, **kwargs)
     return serialised
+
+
+def size_policy_on() -> bool:
+    """Whether the "torch is faster" policies apply (each op falls back where PyTorch wins).
+
+    Off under the interpreter (there the point is to run the kernels) and with
+    ``TRITONPATCH_SIZE_POLICY=0`` (tests and benchmarks that must run the kernels at every size).
+    """
+    return not interpreting() and os.environ.get("TRITONPATCH_SIZE_POLICY", "1") not in ("", "0")

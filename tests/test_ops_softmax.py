@@ -1,0 +1,363 @@
+"""tritonpatch.ops.softmax against a float64 reference (and torch's NaN placement), forward and backward.
+
+Reference: torch.softmax on ``.double()`` of the torch-cast input (``x.to(dtype)`` when ``dtype=`` is
+given), gradients by float64 autograd. fp32 results must be within 1e-6 relative; fp16/bf16 within 1.5x
+torch's own error in that dtype (tests/numerics.py). Two documented widenings of the fp32 bar, both
+"no worse than 1.5x torch's fp32": gradients whose y*(dy - sum(dy*y)) cancels (bar scaled by that
+condition number), and, under the interpreter only, long reductions over a non-last dim (numpy sums a
+tile's axis 0 sequentially, as torch's CPU kernel does). Every path is run twice: with the default launch
+heuristics and with the module's limits lowered so that small shapes take the looped (wide-row /
+long-reduction) kernels with several chunks.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.numerics import FP32_TOL, HALF_FLOOR, TORCH_FACTOR, assert_matches, rel_err
+from tritonpatch.ops import softmax as S
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")  # set by conftest before triton
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy inf-inf in the interpreter
+
+
+@pytest.fixture(params=["single", "looped"])
+def path(request, monkeypatch):
+    """'single': default heuristics. 'looped': tiny limits so every shape takes the looped kernels."""
+    if request.param == "looped":
+        monkeypatch.setattr(S, "MAX_SINGLE_N", 8)
+        monkeypatch.setattr(S, "MAX_SINGLE_N_BWD", 8)
+        monkeypatch.setattr(S, "LOOP_BLOCK_BYTES", 256)
+        monkeypatch.setattr(S, "STRIDED_SINGLE_TILE", 32)
+    return request.param
+
+
+# ----------------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------------
+def _rand(shape, dtype, device, scale=3.0):
+    """Fresh random input, never zeros."""
+    return (torch.randn(shape, device=device) * scale).to(dtype)
+
+
+def _check_forward(x, dim, dtype=None):
+    """Forward equals the float64 reference within tolerance, dtype/shape/NaN placement equal torch's."""
+    y = S.softmax(x, dim, dtype)
+    ref_in = x if dtype is None else x.to(dtype)
+    ref64 = torch.softmax(ref_in.double(), dim)
+    torch_out = torch.softmax(x, dim, dtype=dtype)
+    assert y.dtype == torch_out.dtype and y.shape == torch_out.shape and y.device == x.device
+    assert torch.equal(torch.isnan(y), torch.isnan(torch_out)), "NaN placement differs from torch"
+    if y.dtype == torch.float32 and INTERPRET:
+        # Under the interpreter a reduction over axis 0 of a tile (the strided kernel: softmax over a
+        # non-last dim) is numpy's sequential sum, as torch's CPU kernel does it: for R ~ 1000+ both land
+        # near 1e-6. On a GPU the reduction is a tree and the plain 1e-6 bar applies.
+        bar = max(FP32_TOL, TORCH_FACTOR * rel_err(torch_out, ref64))
+        err = rel_err(y, ref64)
+        assert err <= bar, f"y: fp32 rel err {err:.3e} > bar {bar:.3e}"
+    else:
+        assert_matches(y, ref64, torch_out, what="y")
+    return y
+
+
+def _grad_condition(y64, dy64, dx64, dim):
+    """||y * (|dy| + |sum(dy*y)|)|| / ||dx|| over finite entries: >= 1, ~1 for well-conditioned rows."""
+    if y64.dim() == 0:
+        return 1.0
+    s = (y64 * dy64).sum(dim, keepdim=True).abs()
+    scale = y64.abs() * (dy64.abs() + s)
+    ok = torch.isfinite(scale) & torch.isfinite(dx64)
+    den = dx64[ok].norm().item()
+    return 1.0 if den == 0.0 else max(1.0, scale[ok].norm().item() / den)
+
+
+def _check_backward(x, dim, dtype=None, dy=None):
+    """Gradient (Triton backward from the saved output) vs float64 autograd and torch's own error."""
+    xa = x.detach().clone().requires_grad_(True)
+    y = S.softmax(xa, dim, dtype)
+    if dy is None:
+        dy = _rand(y.shape, y.dtype, y.device, scale=1.0)
+    (dx,) = torch.autograd.grad(y, xa, dy)
+    assert dx.dtype == x.dtype and dx.shape == x.shape
+
+    xt = x.detach().clone().requires_grad_(True)
+    (dx_torch,) = torch.autograd.grad(torch.softmax(xt, dim, dtype=dtype), xt, dy)
+
+    x64 = (x if dtype is None else x.to(dtype)).detach().double().requires_grad_(True)
+    y64 = torch.softmax(x64, dim)
+    (dx64,) = torch.autograd.grad(y64, x64, dy.double())
+    assert torch.equal(torch.isnan(dx), torch.isnan(dx_torch)), "grad NaN placement differs from torch"
+    compute = dtype or x.dtype
+    if dx.dtype == torch.float32 and compute != torch.float32:
+        # fp32 grad of a half-precision softmax (x fp32, dtype=bf16/fp16): precision is the half dtype's
+        bar = TORCH_FACTOR * rel_err(dx_torch, dx64) + HALF_FLOOR[compute]
+    elif dx.dtype == torch.float32:
+        # 1e-6 scaled by the condition number of dx_i = y_i * (dy_i - sum(dy*y)): when that difference
+        # cancels (short rows with one dominant y) any fp32 summation order is off by an ulp of the sum,
+        # relative to a small dx; torch is no better there, only sometimes luckier.
+        bar = max(FP32_TOL * _grad_condition(y64.detach(), dy.double(), dx64, dim),
+                  TORCH_FACTOR * rel_err(dx_torch, dx64))
+    else:
+        assert_matches(dx, dx64, dx_torch, what="dx")
+        return dx
+    err = rel_err(dx, dx64)
+    assert err <= bar, f"dx: rel err {err:.3e} > bar {bar:.3e}"
+    return dx
+
+
+# ----------------------------------------------------------------------------------------------------------
+# dims, widths, dtypes
+# ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(4, 6, 33), (2, 3, 5, 17)])
+@pytest.mark.parametrize("dim", [0, 1, -1, -2])
+def test_every_dim(shape, dim, dtype, device, path):
+    x = _rand(shape, dtype, device)
+    _check_forward(x, dim)
+    _check_backward(x, dim)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", [1, 3, 127, 1000, 4097])
+def test_widths_last_dim(width, dtype, device, path):
+    if path == "looped" and width > 1000:
+        pytest.skip("interpreter time; 1000 already loops over many chunks")
+    x = _rand((5, width), dtype, device)
+    _check_forward(x, -1)
+    _check_backward(x, -1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", [1, 3, 127, 1000, 4097])
+def test_widths_strided_dim(width, dtype, device, path):
+    """Reduction over a non-last dim of that length (the strided kernel)."""
+    if path == "looped" and width > 1000:
+        pytest.skip("interpreter time; 4097 loops by default already, 1000 loops here")
+    x = _rand((2, width, 5), dtype, device)
+    _check_forward(x, 1)
+    _check_backward(x, 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_wide_rows(dtype, device):
+    """Rows wider than MAX_SINGLE_N take the looped (online) kernel with default settings."""
+    x = _rand((2, 40000), dtype, device)
+    _check_forward(x, -1)
+    _check_backward(x, -1)
+
+
+@pytest.mark.parametrize("shape,dim", [((2, 1500, 20), 1), ((3000, 3), 0)])
+def test_wide_strided(shape, dim, device):
+    """Long reductions over a non-last dim (looped strided kernel; one-pass 4096 x 4 tile for (3000, 3))."""
+    x = _rand(shape, torch.float32, device)
+    _check_forward(x, dim)
+    _check_backward(x, dim)
+
+
+@pytest.mark.parametrize("in_dtype,dtype", [
+    (torch.bfloat16, torch.float32), (torch.float16, torch.float32),
+    (torch.float32, torch.bfloat16), (torch.float32, torch.float16),
+    (torch.bfloat16, torch.float16), (torch.float16, torch.bfloat16),
+    (torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16),
+])
+@pytest.mark.parametrize("dim", [-1, 1])
+def test_dtype_argument(in_dtype, dtype, dim, device, path):
+    """torch.softmax(x, dim, dtype=d): cast first (fused), output in d, grad in x's dtype."""
+    x = _rand((3, 40, 37), in_dtype, device, scale=4.0)
+    y = _check_forward(x, dim, dtype)
+    assert y.dtype == dtype
+    _check_backward(x, dim, dtype)
+
+
+def test_dtype_narrowing_rounds_like_torch(device):
+    """fp32 -> bf16: the input is rounded to bf16 before the softmax, as torch's cast does."""
+    x = _rand((4, 300), torch.float32, device, scale=20.0)
+    y = S.softmax(x, -1, torch.bfloat16).double()
+    ref_cast = torch.softmax(x.to(torch.bfloat16).double(), -1)
+    ref_nocast = torch.softmax(x.double(), -1)
+    assert rel_err(y, ref_cast) < rel_err(y, ref_nocast) or torch.equal(ref_cast, ref_nocast)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# special values
+# ----------------------------------------------------------------------------------------------------------
+def _masked(shape, dtype, device, fill):
+    x = _rand(shape, dtype, device)
+    x = x.masked_fill(torch.rand(shape, device=device) < 0.5, fill)
+    x[1] = fill                               # a fully masked row
+    x[2, : shape[1] // 2] = fill              # a half masked row (whole chunks masked in looped mode)
+    x[3, 1:] = fill                           # a single survivor
+    return x
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fill", ["-inf", "finfo.min"])
+@pytest.mark.parametrize("layout", ["rows", "strided"])
+def test_masks(dtype, fill, layout, device, path):
+    value = float("-inf") if fill == "-inf" else torch.finfo(dtype).min
+    x = _masked((6, 70), dtype, device, value)
+    dim = -1
+    if layout == "strided":
+        x, dim = x.t().contiguous(), 0
+    y = _check_forward(x, dim)
+    if fill == "-inf":
+        row = y[1] if layout == "rows" else y[:, 1]
+        assert torch.isnan(row).all()            # torch: all -inf row -> NaN
+    _check_backward(x, dim)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["rows", "strided"])
+def test_inf_nan_huge(dtype, layout, device, path):
+    x = _rand((8, 50), dtype, device)
+    big = 1e30 if dtype != torch.float16 else 6e4
+    x[0, 3] = float("inf")
+    x[1, 5] = float("nan")
+    x[2, 7] = float("inf"); x[2, 9] = float("-inf")
+    x[3, 0] = float("inf"); x[3, 49] = float("inf")
+    x[4, :] = float("-inf"); x[4, 10] = float("inf")
+    x[5, 11] = big; x[5, 12] = -big
+    x[6, :] = big
+    x[7, ::2] = -big
+    dim = -1
+    if layout == "strided":
+        x, dim = x.t().contiguous(), 0
+    _check_forward(x, dim)
+    _check_backward(x, dim)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# degenerate shapes
+# ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape,dim", [((0, 5), 0), ((0, 5), 1), ((3, 0, 4), 0), ((3, 0, 4), 1),
+                                       ((3, 0, 4), 2), ((0,), 0)])
+def test_empty(shape, dim, device):
+    x = torch.randn(shape, device=device)
+    y = S.softmax(x, dim)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    xa = x.clone().requires_grad_(True)
+    (dx,) = torch.autograd.grad(S.softmax(xa, dim), xa, torch.randn(shape, device=device))
+    assert dx.shape == x.shape
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("value", [0.7, -3.0, float("inf"), float("-inf"), float("nan")])
+@pytest.mark.parametrize("dim", [0, -1])
+def test_zero_dim(value, dtype, dim, device):
+    x = torch.tensor(value, dtype=dtype, device=device)
+    y = S.softmax(x, dim)
+    ref = torch.softmax(x, dim)
+    assert y.shape == () and y.dtype == ref.dtype
+    assert torch.equal(y.isnan(), ref.isnan()) and (y.isnan() | (y == ref)).all()
+    if value == 0.7:
+        _check_backward(x, dim)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", [1, 3, 127, 1000, 4097])
+def test_one_dim(width, dtype, device, path):
+    if path == "looped" and width > 1000:
+        pytest.skip("interpreter time")
+    x = _rand((width,), dtype, device)
+    _check_forward(x, 0)
+    _check_forward(x, -1, torch.float32)
+    _check_backward(x, -1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# layouts
+# ----------------------------------------------------------------------------------------------------------
+def _layouts(device, dtype):
+    base = _rand((6, 10, 24), dtype, device)
+    return {
+        "transposed": base.transpose(1, 2),                       # last dim strided (rows are parallel)
+        "row_slice": _rand((6, 10, 40), dtype, device)[:, :, 3:27],  # row stride 40, unaligned start
+        "step": _rand((6, 10, 48), dtype, device)[:, :, ::2],       # column stride 2
+        "channels_last": _rand((2, 5, 3, 4), dtype, device).to(memory_format=torch.channels_last),
+        "permuted_heads": _rand((2, 7, 3, 8), dtype, device).permute(0, 2, 1, 3),  # (B,S,H,D)->(B,H,S,D)
+        "expanded": _rand((1, 10, 24), dtype, device).expand(6, 10, 24),
+        "transposed_2d": _rand((24, 10), dtype, device).t(),
+    }
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("name", ["transposed", "row_slice", "step", "channels_last", "permuted_heads",
+                                  "expanded", "transposed_2d"])
+@pytest.mark.parametrize("dim", [-1, 1])
+def test_non_contiguous(name, dim, dtype, device, path):
+    x = _layouts(device, dtype)[name]
+    assert not x.is_contiguous()
+    y = _check_forward(x, dim)
+    assert y.is_contiguous()
+    _check_backward(x, dim)
+
+
+@pytest.mark.parametrize("dim", [-1, 0])
+def test_non_contiguous_grad(dim, device, path):
+    """Upstream grads with odd strides: transposed and stride-0 (expanded across the other dim; a dy
+    constant along ``dim`` has an exactly-zero gradient, where a relative error means nothing)."""
+    x = _rand((12, 20), torch.float32, device)
+    _check_backward(x, dim, dy=torch.randn(20, 12, device=device).t())
+    dy = torch.randn(1, 20, device=device).expand(12, 20) if dim == -1 else \
+        torch.randn(12, 1, device=device).expand(12, 20)
+    _check_backward(x, dim, dy=dy)
+    xa = x.clone().requires_grad_(True)
+    dyc = torch.randn(12, 1, device=device).expand(12, 20) if dim == -1 else \
+        torch.randn(1, 20, device=device).expand(12, 20)
+    (dx,) = torch.autograd.grad(S.softmax(xa, dim), xa, dyc)   # dy constant along dim: dx ~ 0
+    assert dx.abs().max() <= 1e-5 * dyc.abs().max()
+
+
+def test_no_grad_path_and_requires_grad(device):
+    x = _rand((3, 9), torch.bfloat16, device)
+    with torch.no_grad():
+        y = S.softmax(x.requires_grad_(True), -1, torch.float32)
+    assert not y.requires_grad and y.dtype == torch.float32
+    y = S.softmax(x, -1, torch.float32)
+    assert y.requires_grad
+
+
+@settings(max_examples=25, deadline=None)
+@given(shape=st.lists(st.integers(1, 9), min_size=1, max_size=4), data=st.data())
+def test_random_shapes_and_permutations(shape, data):
+    ndim = len(shape)
+    dim = data.draw(st.integers(-ndim, ndim - 1))
+    perm = data.draw(st.permutations(range(ndim)))
+    dtype = data.draw(st.sampled_from(DTYPES))
+    torch.manual_seed(data.draw(st.integers(0, 2**31 - 1)))  # reproducible per example
+    x = _rand(shape, dtype, "cpu" if INTERPRET else "cuda").permute(*perm)
+    _check_forward(x, dim)
+    _check_backward(x, dim)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# support check
+# ----------------------------------------------------------------------------------------------------------
+def test_unsupported_reasons(device):
+    x = torch.randn(3, 4, device=device)
+    assert S.unsupported(x, -1) is None
+    assert S.unsupported(x, 0, torch.bfloat16) is None
+    assert S.unsupported(torch.randn((), device=device), 0) is None
+    assert S.unsupported(x, None) == "dim is None"
+    assert S.unsupported(x.double(), 1) == "dtype torch.float64 is not supported"
+    assert S.unsupported(x, 1, torch.float64) == "dtype torch.float64 is not supported"
+    assert S.unsupported(x.to(torch.int32), 1) == "dtype torch.int32 is not supported"
+    assert S.unsupported(x, 2) == "dim out of range"
+    assert S.unsupported(x, -3) == "dim out of range"
+    assert S.unsupported(torch.randn(3, 4, device="meta"), 1) == "device meta is not supported"
+    assert S.unsupported(x.to_sparse(), 1) == "layout torch.sparse_coo is not supported"
+    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+        assert S.unsupported(x, 1) == "autocast is enabled"
+
+
+def test_double_backward_refuses(device):
+    x = _rand((3, 5), torch.float32, device).requires_grad_(True)
+    y = S.softmax(x, -1)
+    (g,) = torch.autograd.grad(y, x, torch.randn_like(y), create_graph=True)
+    with pytest.raises(RuntimeError):
+        g.sum().backward()

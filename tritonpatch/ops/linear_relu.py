@@ -1,0 +1,226 @@
+"""Linear followed by ReLU as one Triton GEMM, with autograd.
+
+    y = relu(x @ W^T + b)        x: (..., K),  W: (N, K),  b: (N,) or None,  y: (..., N) in x.dtype
+
+The forward is one fused kernel (fp32 accumulation, bias and ReLU in the epilogue), so the
+pre-activation never goes to memory. Autograd saves x, W and the output y only (as PyTorch's Linear+ReLU
+does); the ReLU mask is ``y > 0``. Backward, with g = dy * [y > 0] over the flattened leading dims::
+
+    grad_x = g @ W        grad_W = g^T @ x        grad_b = sum over rows of g
+
+computed only for the inputs that need a gradient, either by cuBLAS (``torch.mm``, default) or by a Triton
+GEMM that applies the mask while loading dy (no g in memory) and sums grad_b in the grad_W pass. Which one
+runs is :func:`use_triton_backward`'s choice, per shape.
+
+fp32 follows ``torch.backends.cuda.matmul.allow_tf32``: True -> TF32 tensor cores, False -> exact fp32.
+
+Layout: x and W are read through their strides (W as its transpose, no copy). x is flattened to
+(M, K) with ``reshape``, which copies only when the leading dims cannot be merged into one stride.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+from torch import Tensor
+
+from tritonpatch.kernels import linear_relu as _k
+from tritonpatch.ops import common
+
+__all__ = ["unsupported", "linear_relu", "torch_is_faster", "use_triton_backward", "MIN_FLOPS",
+           "BACKWARD_IMPL", "FP32_IEEE_FALLS_BACK"]
+
+#: Size policy: below this many forward FLOPs (2*M*N*K) PyTorch is assumed faster (launch overhead,
+#: too few tiles for the SMs). PLACEHOLDER, not measured: the lead sets it from H100 runs of
+#: benchmarks/bench_linear_relu.py. 2*128*1024*1024 ~ 0.27 GFLOP.
+MIN_FLOPS = 2 * 128 * 1024 * 1024
+
+#: Backward GEMMs: "torch" (cuBLAS, default), "triton" (masked Triton GEMM), or "auto" to ask
+#: :func:`use_triton_backward`'s per-shape rule. PLACEHOLDER until measured on the H100.
+BACKWARD_IMPL = "torch"
+
+#: On CUDA, fp32 with TF32 off runs Triton's exact (FMA) dot, much slower than cuBLAS SGEMM, so such
+#: calls fall back. PLACEHOLDER until measured; tests call :func:`linear_relu` directly either way.
+FP32_IEEE_FALLS_BACK = True
+
+
+def _m_bucket(m: int) -> int:
+    """Autotune key for M: next power of two (min 16), so varying batch x sequence does not retune."""
+    return max(16, common.next_power_of_2(m))
+
+
+def _tf32_allowed() -> bool:
+    return bool(torch.backends.cuda.matmul.allow_tf32)
+
+
+def _input_precision(dtype: torch.dtype) -> str:
+    """``tl.dot`` input precision: fp32 follows allow_tf32; halves ignore it (pass Triton's default)."""
+    if dtype == torch.float32 and not _tf32_allowed():
+        return "ieee"
+    return "tf32"
+
+
+def torch_is_faster(M: int, N: int, K: int, dtype: torch.dtype) -> bool:
+    """Size policy: True when PyTorch's ``relu(linear)`` is expected to beat the fused kernel.
+
+    Placeholder rule: problems under :data:`MIN_FLOPS` forward FLOPs. Never True under the interpreter
+    (there the point is to run the kernel).
+    """
+    if not common.size_policy_on():
+        return False
+    return 2 * M * N * K < MIN_FLOPS
+
+
+def use_triton_backward(M: int, N: int, K: int, dtype: torch.dtype) -> bool:
+    """Whether the backward GEMMs run in Triton (mask fused, grad_b fused) instead of cuBLAS.
+
+    Follows :data:`BACKWARD_IMPL`; with ``"auto"`` a per-shape rule (placeholder: never) decides.
+    """
+    if BACKWARD_IMPL == "triton":
+        return True
+    if BACKWARD_IMPL == "torch":
+        return False
+    return False  # "auto": placeholder until H100 numbers say where Triton wins
+
+
+def unsupported(x: Tensor, weight: Tensor, bias: Tensor | None) -> str | None:
+    """None if the Triton kernels can take ``relu(F.linear(x, weight, bias))``, else a short stable reason.
+
+    x: (..., K); weight: (N, K); bias: (N,) or None; all one device, one dtype in fp32/fp16/bf16.
+    Any strides are taken. Reasons: device, dtype (float64 falls back), mixed dtypes, autocast,
+    shapes that do not fit (torch raises its own error), fp32 without TF32 on CUDA, and the size policy.
+    """
+    reason = (common.device_reason(x, weight, bias)
+              or common.dtype_reason(x)
+              or common.same_dtype_reason(x, weight, bias)
+              or common.autocast_reason(x.device.type))
+    if reason:
+        return reason
+    if x.dim() < 1 or weight.dim() != 2 or x.shape[-1] != weight.shape[1]:
+        return "shapes do not match a linear layer"
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != weight.shape[0]):
+        return "shapes do not match a linear layer"
+    if (x.dtype == torch.float32 and not _tf32_allowed() and FP32_IEEE_FALLS_BACK
+            and common.size_policy_on()):
+        return "fp32 without TF32 is faster in torch"
+    K = x.shape[-1]
+    N = weight.shape[0]
+    M = math.prod(x.shape[:-1])
+    if torch_is_faster(M, N, K, x.dtype):
+        return "torch is faster at this size"
+    return None
+
+
+@common.launcher
+def _forward(x2: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """Launch the fused kernel: x2 (M, K), weight (N, K) -> relu(x2 @ weight^T + bias) (M, N)."""
+    M, K = x2.shape
+    N = weight.shape[0]
+    y = common.new_output((M, N), x2.dtype, x2.device)
+    if M == 0 or N == 0:
+        return y
+    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
+    _k.linear_relu_fwd_kernel[grid](
+        x2, weight, bias if bias is not None else x2, y,
+        M, N, K,
+        x2.stride(0), x2.stride(1),
+        weight.stride(0), weight.stride(1),
+        bias.stride(0) if bias is not None else 0,
+        y.stride(0), y.stride(1),
+        _m_bucket(M),
+        HAS_BIAS=bias is not None,
+        UPCAST=common.interpreting() and x2.dtype != torch.float32,
+        INPUT_PRECISION=_input_precision(x2.dtype),
+    )
+    return y
+
+
+@common.launcher
+def _masked_matmul(a: Tensor, ymask: Tensor, b: Tensor, want_sum: bool) -> tuple[Tensor, Tensor | None]:
+    """(a * [ymask > 0]) @ b in Triton, and optionally its row sums; a, ymask (P, R), b (R, Q), any strides."""
+    P, R = a.shape
+    Q = b.shape[1]
+    c = common.new_output((P, Q), b.dtype, b.device)
+    s = common.new_output((P,), b.dtype, b.device) if want_sum else None
+    grid = lambda meta: (triton.cdiv(P, meta["BLOCK_M"]) * triton.cdiv(Q, meta["BLOCK_N"]),)  # noqa: E731
+    _k.masked_matmul_kernel[grid](
+        a, ymask, b, c, s if s is not None else c,
+        P, Q, R,
+        a.stride(0), a.stride(1),
+        ymask.stride(0), ymask.stride(1),
+        b.stride(0), b.stride(1),
+        c.stride(0), c.stride(1),
+        _m_bucket(P), _m_bucket(R),
+        HAS_SUM=want_sum,
+        UPCAST=common.interpreting() and b.dtype != torch.float32,
+        INPUT_PRECISION=_input_precision(b.dtype),
+    )
+    return c, s
+
+
+def _backward_torch(dy: Tensor, y: Tensor, x2: Tensor, weight: Tensor, need_x: bool, need_w: bool,
+                    need_b: bool) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """cuBLAS backward: g = dy * [y > 0] in one elementwise pass, then mm, mm, and one column sum."""
+    g = torch.ops.aten.threshold_backward(dy, y, 0)
+    grad_x = torch.mm(g, weight) if need_x else None
+    grad_w = torch.mm(g.t(), x2) if need_w else None
+    grad_b = g.sum(0) if need_b else None
+    return grad_x, grad_w, grad_b
+
+
+def _backward_triton(dy: Tensor, y: Tensor, x2: Tensor, weight: Tensor, need_x: bool, need_w: bool,
+                     need_b: bool) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """Triton backward: the mask is applied while loading dy; grad_b is summed in the grad_W pass."""
+    grad_x = grad_w = grad_b = None
+    if need_x:
+        grad_x, _ = _masked_matmul(dy, y, weight, False)                 # (M, N) @ (N, K)
+    if need_w:
+        grad_w, grad_b = _masked_matmul(dy.t(), y.t(), x2, need_b)       # (N, M) @ (M, K)
+    elif need_b:
+        grad_b = torch.ops.aten.threshold_backward(dy, y, 0).sum(0)
+    return grad_x, grad_w, grad_b
+
+
+def _flat(t: Tensor) -> Tensor:
+    """(..., C) -> (prod(...), C); a view when the leading dims merge into one stride, else a copy."""
+    return t.reshape(math.prod(t.shape[:-1]), t.shape[-1])
+
+
+class _LinearReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        x2 = _flat(x)
+        y2 = _forward(x2, weight, bias)
+        y = y2.view(*x.shape[:-1], weight.shape[0])
+        ctx.save_for_backward(x, weight, y)
+        ctx.has_bias = bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        x, weight, y = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        need_b = need_b and ctx.has_bias
+        if not (need_x or need_w or need_b):
+            return None, None, None
+        N = weight.shape[0]
+        x2, dy2, y2 = _flat(x), _flat(dy), _flat(y)
+        M, K = x2.shape
+        if M > 0 and use_triton_backward(M, N, K, x.dtype):
+            grad_x, grad_w, grad_b = _backward_triton(dy2, y2, x2, weight, need_x, need_w, need_b)
+        else:
+            grad_x, grad_w, grad_b = _backward_torch(dy2, y2, x2, weight, need_x, need_w, need_b)
+        if grad_x is not None:
+            grad_x = grad_x.view(x.shape)
+        return grad_x, grad_w, grad_b
+
+
+def linear_relu(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``relu(F.linear(x, weight, bias))`` in one Triton GEMM, differentiable in x, weight and bias.
+
+    x: (..., K); weight: (N, K); bias: (N,) or None. Returns (..., N) in x.dtype:
+    ``y = max(x @ weight^T + bias, 0)`` accumulated in fp32. Leading dims may hold 0 elements.
+    Assumes :func:`unsupported` returned None for these arguments.
+    """
+    return _LinearReLU.apply(x, weight, bias)

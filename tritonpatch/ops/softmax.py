@@ -1,0 +1,290 @@
+"""Softmax through Triton: support check, launchers and the autograd Function.
+
+    y = softmax(x, dim, dtype):   y_i = exp(x_i - max_j x_j) / sum_k exp(x_k - max_j x_j)   along ``dim``
+    backward (from the saved output only):   dx_i = y_i * (dy_i - sum_k dy_k y_k)
+
+Same semantics as ``torch.softmax(x, dim, dtype=dtype)``: with ``dtype`` torch first casts x to ``dtype``;
+here that cast is fused (the kernel reads x in its own dtype, rounds it to ``dtype`` when that is a
+narrower or different half format, computes in fp32 and writes ``dtype``). Gradients come back in x's
+dtype, also written directly by the kernel. Statistics are always fp32.
+
+Layout handling (no hidden copies for the common cases). The tensor is viewed as ``(outer, R, inner)``
+with ``R = x.shape[dim]``:
+
+* ``inner == 1`` and the reduced axis has stride 1 (softmax over a contiguous last dim; row slices,
+  any row stride): row kernels. Rows up to :data:`MAX_SINGLE_N` wide are held in registers, several
+  narrow rows per program; wider rows use the looped (online max/sum) kernel, which has no width limit.
+* otherwise (softmax over a non-last dim, over a transposed last dim, channels-last ``dim=1``):
+  the strided kernel reduces along an axis of any stride, each program taking a tile of the other axis.
+* A copy (``x.contiguous()``) is made only when the dims before ``dim`` (or after it) cannot be merged
+  into one strided axis, e.g. a permutation that interleaves them around ``dim``. The output is always
+  contiguous, like torch's.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from tritonpatch.kernels import softmax as K
+from tritonpatch.ops.common import (
+    FLOAT_DTYPES,
+    autocast_reason,
+    device_reason,
+    dtype_reason,
+    interpreting,
+    launcher,
+    new_output,
+    next_power_of_2,
+)
+
+__all__ = ["unsupported", "softmax"]
+
+# Launch heuristics. Module constants so tests can lower them (e.g. to reach the looped paths at small
+# widths); they are part of the config cache key, so changing them takes effect on the next call.
+#: widest row (elements, after rounding up to a power of two) held in registers in one pass (forward)
+MAX_SINGLE_N = 32768
+#: same for the backward, which holds two rows (y, dy): at 32768 it would spill at 32 warps (64 regs)
+MAX_SINGLE_N_BWD = 16384
+#: elements per program for narrow rows (several rows per program)
+ROWS_TILE = 4096
+#: bytes of one chunk of the looped kernels (per tensor read)
+LOOP_BLOCK_BYTES = 16384
+#: largest [BLOCK_R, BLOCK_P] tile the strided kernel reduces in one pass
+STRIDED_SINGLE_TILE = 16384
+#: elements per program targeted by the one-pass strided kernel
+STRIDED_TILE = 8192
+
+
+# ----------------------------------------------------------------------------------------------------------
+# support check
+# ----------------------------------------------------------------------------------------------------------
+def unsupported(x: Tensor, dim: int | None, dtype: torch.dtype | None = None) -> str | None:
+    """Why ``torch.softmax(x, dim, dtype=dtype)`` cannot run on Triton, or None when it can.
+
+    Reasons are short and stable: ``"dim is None"`` (torch's implicit-dim legacy path always falls back),
+    ``"dim out of range"`` (torch raises the error), dtype reasons for x or for ``dtype``
+    (e.g. ``"dtype torch.float64 is not supported"``), device reasons, ``"autocast is enabled"``
+    and ``"layout torch.sparse_coo is not supported"``.
+    """
+    if dim is None:
+        return "dim is None"
+    if not isinstance(x, Tensor):
+        return "input is not a tensor"
+    if x.layout != torch.strided:
+        return f"layout {x.layout} is not supported"
+    reason = device_reason(x) or dtype_reason(x)
+    if reason:
+        return reason
+    if dtype is not None and dtype not in FLOAT_DTYPES:
+        return f"dtype {dtype} is not supported"
+    nd = max(x.dim(), 1)
+    if not isinstance(dim, int) or not -nd <= dim < nd:
+        return "dim out of range"
+    return autocast_reason(x.device.type)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# layout planning
+# ----------------------------------------------------------------------------------------------------------
+def _merged_stride(sizes: tuple[int, ...], strides: tuple[int, ...]) -> int | None:
+    """Stride s with element i (row-major over ``sizes``) at i*s, or None if the dims do not merge."""
+    s = None
+    expect = 0
+    for n, st in zip(reversed(sizes), reversed(strides)):
+        if n == 1:
+            continue
+        if s is None:
+            s = st
+        elif st != expect:
+            return None
+        expect = st * n
+    return 0 if s is None else s
+
+
+def _split(shape: tuple[int, ...], strides: tuple[int, ...], d: int):
+    """(outer, R, inner, s_outer, s_r, s_inner), or None when outer or inner dims do not merge."""
+    so = _merged_stride(shape[:d], strides[:d])
+    si = _merged_stride(shape[d + 1:], strides[d + 1:])
+    if so is None or si is None:
+        return None
+    return math.prod(shape[:d]), shape[d], math.prod(shape[d + 1:]), so, strides[d], si
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 4
+
+
+@functools.lru_cache(maxsize=4096)
+def _rows_config(n_cols: int, n_rows: int, elt: int, sms: int, consts: tuple) -> tuple[bool, int, int, int]:
+    """(looped, ROWS, BLOCK_N, num_warps) for the row kernels. Cached per (width, row-count, dtype)."""
+    max_single, rows_tile, loop_bytes = consts
+    block_n = next_power_of_2(n_cols)
+    if block_n > max_single:
+        block = min(block_n, next_power_of_2(max(1, loop_bytes // elt)))
+        return True, 1, block, 16 if block >= 4096 else (8 if block >= 1024 else 4)
+    rows = max(1, rows_tile // block_n)
+    rows = min(rows, next_power_of_2(n_rows))
+    # keep the GPU busy: at least ~2 programs per SM when there are enough rows
+    while rows > 1 and -(-n_rows // rows) < 2 * sms:
+        rows //= 2
+    num_warps = min(32, max(4, rows * block_n // 512))
+    return False, rows, block_n, num_warps
+
+
+@functools.lru_cache(maxsize=4096)
+def _strided_config(R: int, P: int, elt: int, consts: tuple) -> tuple[bool, int, int, int]:
+    """(looped, BLOCK_R, BLOCK_P, num_warps) for the strided kernels."""
+    single_tile, tile, loop_bytes = consts
+    p2 = next_power_of_2(P)
+    p_min = min(p2, max(16, 64 // elt))  # >= 64 bytes of a row of P per load when P allows
+    r2 = next_power_of_2(R)
+    if r2 * p_min <= single_tile:
+        block_p = min(p2, max(p_min, tile // r2))
+        return False, r2, block_p, min(32, max(4, r2 * block_p // 512))
+    block_p = min(p2, max(p_min, 64))
+    block_r = max(1, next_power_of_2(max(1, loop_bytes // elt)) // block_p)
+    return True, block_r, block_p, min(16, max(4, block_r * block_p // 512))
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# launchers
+# ----------------------------------------------------------------------------------------------------------
+@launcher
+def _forward(x: Tensor, d: int, out_dtype: torch.dtype) -> Tensor:
+    """y = softmax(x.to(out_dtype), d) as a new contiguous tensor; x any float dtype/layout, d >= 0."""
+    shape = tuple(x.shape)
+    y = new_output(shape, out_dtype, x.device)
+    if x.numel() == 0:
+        return y
+    if x.dim() == 0:
+        x, y2, shape, d = x.reshape(1), y.view(1), (1,), 0
+    else:
+        y2 = y
+    plan = _split(shape, tuple(x.stride()), d)
+    if plan is None:  # odd layout: leading/trailing dims that do not merge into one axis
+        x = x.contiguous()
+        plan = _split(shape, tuple(x.stride()), d)
+    outer, R, inner, so, sr, si = plan
+    rnd = out_dtype != x.dtype and out_dtype != torch.float32
+    elt = x.element_size()
+    if inner == 1 and (sr == 1 or R == 1):
+        looped, rows, block_n, nw = _rows_config(R, outer, elt, _sm_count(x.device),
+                                                 (MAX_SINGLE_N, ROWS_TILE, LOOP_BLOCK_BYTES))
+        if looped:
+            K.softmax_fwd_rows_looped_kernel[(outer,)](
+                x, y2, R, so, R, BLOCK_N=block_n, ROUND=rnd, SOFT_BF16=interpreting(), num_warps=nw)
+        else:
+            K.softmax_fwd_rows_kernel[(_cdiv(outer, rows),)](
+                x, y2, outer, R, so, R, ROWS=rows, BLOCK_N=block_n, ROUND=rnd, SOFT_BF16=interpreting(),
+                num_warps=nw)
+        return y
+    if inner == 1:  # reduced axis strided, rows (outer) are the parallel axis: e.g. a transposed 2-D x
+        G, P, sx = 1, outer, (0, sr, so)
+        sy = (0, 1, R)
+    else:
+        G, P, sx = outer, inner, (so, sr, si)
+        sy = (R * inner, inner, 1)
+    looped, block_r, block_p, nw = _strided_config(R, P, elt, (STRIDED_SINGLE_TILE, STRIDED_TILE,
+                                                               LOOP_BLOCK_BYTES))
+    n_pb = _cdiv(P, block_p)
+    K.softmax_fwd_strided_kernel[(G * n_pb,)](
+        x, y2, R, P, n_pb, *sx, *sy,
+        BLOCK_R=block_r, BLOCK_P=block_p, LOOPED=looped,
+        X_R_UNIT=sx[1] == 1, X_P_UNIT=sx[2] == 1, Y_R_UNIT=sy[1] == 1, Y_P_UNIT=sy[2] == 1,
+        ROUND=rnd, SOFT_BF16=interpreting(), num_warps=nw)
+    return y
+
+
+@launcher
+def _backward(y: Tensor, dy: Tensor, d: int, dx_dtype: torch.dtype) -> Tensor:
+    """dx = y * (dy - sum(dy * y, d)) in ``dx_dtype``; y contiguous (the forward's output), dy any layout."""
+    shape = tuple(y.shape)
+    dx = new_output(shape, dx_dtype, y.device)
+    if y.numel() == 0:
+        return dx
+    if y.dim() == 0:
+        y, dy, dx2, shape, d = y.reshape(1), dy.reshape(1), dx.view(1), (1,), 0
+    else:
+        dx2 = dx
+    outer, R, inner = math.prod(shape[:d]), shape[d], math.prod(shape[d + 1:])
+    plan = _split(shape, tuple(dy.stride()), d)
+    if plan is None:
+        dy = dy.contiguous()
+        plan = _split(shape, tuple(dy.stride()), d)
+    _, _, _, dso, dsr, dsi = plan
+    elt = max(y.element_size(), dy.element_size())
+    if inner == 1:
+        looped, rows, block_n, nw = _rows_config(R, outer, elt, _sm_count(y.device),
+                                                 (MAX_SINGLE_N_BWD, ROWS_TILE, LOOP_BLOCK_BYTES))
+        unit = dsr == 1 or R == 1
+        if looped:
+            K.softmax_bwd_rows_looped_kernel[(outer,)](
+                y, dy, dx2, R, R, dso, dsr, BLOCK_N=block_n, DY_COL_UNIT=unit, SOFT_BF16=interpreting(),
+                num_warps=nw)
+        else:
+            K.softmax_bwd_rows_kernel[(_cdiv(outer, rows),)](
+                y, dy, dx2, outer, R, R, dso, dsr, ROWS=rows, BLOCK_N=block_n, DY_COL_UNIT=unit,
+                SOFT_BF16=interpreting(), num_warps=nw)
+        return dx
+    so = (R * inner, inner, 1)
+    sd = (dso, dsr, dsi)
+    looped, block_r, block_p, nw = _strided_config(R, inner, elt, (STRIDED_SINGLE_TILE, STRIDED_TILE,
+                                                                   LOOP_BLOCK_BYTES))
+    n_pb = _cdiv(inner, block_p)
+    K.softmax_bwd_strided_kernel[(outer * n_pb,)](
+        y, dy, dx2, R, inner, n_pb, *so, *sd,
+        BLOCK_R=block_r, BLOCK_P=block_p, LOOPED=looped,
+        O_R_UNIT=False, O_P_UNIT=True, D_R_UNIT=dsr == 1, D_P_UNIT=dsi == 1,
+        SOFT_BF16=interpreting(), num_warps=nw)
+    return dx
+
+
+class _SoftmaxFunction(torch.autograd.Function):
+    """Autograd wrapper: saves only the output; backward is one Triton pass writing dx in x's dtype."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, d: int, out_dtype: torch.dtype) -> Tensor:  # type: ignore[override]
+        y = _forward(x, d, out_dtype)
+        ctx.save_for_backward(y)
+        ctx.d = d
+        ctx.x_dtype = x.dtype
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy: Tensor):  # type: ignore[override]
+        (y,) = ctx.saved_tensors
+        return _backward(y, dy, ctx.d, ctx.x_dtype), None, None
+
+
+def softmax(x: Tensor, dim: int, dtype: torch.dtype | None = None) -> Tensor:
+    """``torch.softmax(x, dim, dtype=dtype)`` on Triton.
+
+    Args:
+        x: tensor of any shape (0-d and empty included), fp32/fp16/bf16, any strides.
+        dim: the dim to normalise over, negative allowed.
+        dtype: if given, x is cast to it first (fused into the kernel) and the output has this dtype.
+
+    Returns:
+        A contiguous tensor of ``x.shape`` and dtype ``dtype or x.dtype`` with
+        ``y = exp(x - max(x, dim)) / sum(exp(x - max(x, dim)), dim)``; computed in fp32. Differentiable
+        once (the backward computes ``dx = y * (dy - sum(dy * y, dim))`` from the saved y, in x's dtype).
+
+    Callers check :func:`unsupported` first; this function assumes the call is supported.
+    """
+    d = dim + max(x.dim(), 1) if dim < 0 else dim
+    out_dtype = x.dtype if dtype is None else dtype
+    if x.requires_grad and torch.is_grad_enabled():
+        return _SoftmaxFunction.apply(x, d, out_dtype)
+    return _forward(x, d, out_dtype)
