@@ -59,13 +59,6 @@ def dispatch(state: LayerState, reason: str | None, on_triton: Callable[[], torc
     return out
 
 
-def compiling_reason() -> str | None:
-    """Reason to run PyTorch while torch.compile traces (the kernels are not custom ops yet)."""
-    if torch.compiler.is_compiling():
-        return "torch.compile is tracing"
-    return None
-
-
 def new_unpatched(cls: type) -> Any:
     """``cls.__new__(cls)``: how a patched module is rebuilt by pickle and deepcopy, as its original class."""
     return cls.__new__(cls)
@@ -91,9 +84,10 @@ class LayerNormBehaviour(_PatchedModule):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 (torch's own name)
         original = self._tp_original_class.forward
+        if torch.compiler.is_compiling():  # first, so that tracing sees nothing else
+            return original(self, input)
         state = STATES.get(self)
-        reason = compiling_reason()
-        if state is None or reason is not None:
+        if state is None:
             return original(self, input)
         shape = tuple(self.normalized_shape)
         reason = layer_norm_op.unsupported(input, shape, self.weight, self.bias, self.eps)
@@ -143,9 +137,7 @@ def softmax_behaviour(state: LayerState, x: torch.Tensor, dim: Any, dtype: torch
     """
     from .ops import softmax as softmax_op  # noqa: PLC0415 (kept lazy: only routed calls need it)
 
-    reason = compiling_reason()
-    if reason is None:
-        reason = softmax_op.unsupported(x, dim, dtype)
+    reason = softmax_op.unsupported(x, dim, dtype)
     return dispatch(state, reason, lambda: softmax_op.softmax(x, dim, dtype), on_torch)
 
 
@@ -199,6 +191,8 @@ def take_fused(x: Any) -> bool:
 
     Skipping is always correct: relu(relu(z)) == relu(z).
     """
+    if torch.compiler.is_compiling():
+        return False
     ref = getattr(_tls, "fused", None)
     if ref is not None and ref() is x:
         _tls.fused = None
@@ -215,9 +209,10 @@ class LinearReluBehaviour(_PatchedModule):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002
         original = self._tp_original_class.forward
+        if torch.compiler.is_compiling():
+            return original(self, input)
         state = STATES.get(self)
-        reason = compiling_reason()
-        if state is None or reason is not None or not _at_accepted_site(state.sites):
+        if state is None or not _at_accepted_site(state.sites):
             return original(self, input)
         if _hooked(self):  # a hook must see the real pre-activation
             reason = "the Linear has forward hooks"

@@ -64,8 +64,8 @@ def _owner_state() -> layers.LayerState | None:
 
 def _route(x: Any, dim: Any, dtype: Any, call_torch: Callable[[], torch.Tensor]) -> torch.Tensor:
     """Send one softmax call to the patched behaviour if a patched model made it, else to torch."""
-    if getattr(_tls, "busy", False) or not isinstance(x, torch.Tensor):
-        return call_torch()
+    if torch.compiler.is_compiling() or getattr(_tls, "busy", False) or not isinstance(x, torch.Tensor):
+        return call_torch()  # under torch.compile: torch's softmax, which Inductor fuses itself
     state = _owner_state()
     if state is None:
         return call_torch()
