@@ -166,3 +166,18 @@ def test_relu_functions_restored_by_identity():
         assert F.relu is not originals[0]
     assert (F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_) == originals
     assert "relu" not in torch.Tensor.__dict__ and "relu_" not in torch.Tensor.__dict__
+
+
+def test_cublaslt_route_is_fused_and_reported(device, monkeypatch):
+    """With cuBLASLt's epilogue as the provider, the pair is still one fused GEMM, reported as such."""
+    from tritonpatch.ops import linear_relu as op
+    monkeypatch.setenv("TRITONPATCH_LINEAR_RELU", "cublaslt")
+    model = ModuleRelu().to(device)
+    x = torch.randn(3, D, device=device, requires_grad=True)
+    ref = model(x)
+    with tritonpatch.patch(model) as p:
+        out = model(x)
+        c = tritonpatch.compare(model, x.detach())
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    assert p.layers[0].fallback_reasons == {op.CUBLASLT_NOTE: 1}
+    assert c.max_rel_error < 1e-5 and c.layers[0].calls == 1

@@ -305,6 +305,6 @@ def test_launch_configs_cover_widths():
         fused, block, rows, warps = ln_mod._fwd_config(n)
         assert 4 <= warps <= 16 and rows >= 1 and block & (block - 1) == 0
         assert (block >= n) == fused or not fused
-        fused_b, block_b, rows_b, warps_b, per_sm = ln_mod._bwd_config(n)
+        fused_b, block_b, rows_b, warps_b, per_sm = ln_mod._bwd_config(n, 2)
         assert 4 <= warps_b <= 16 and per_sm >= 1
         assert not fused_b or block_b >= n

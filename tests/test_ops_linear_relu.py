@@ -31,6 +31,13 @@ def _no_tf32(monkeypatch):
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
 
 
+@pytest.fixture(autouse=True, params=["triton", "cublaslt"])
+def provider(request, monkeypatch):
+    """Every test runs the Triton kernel and cuBLASLt's fused epilogue (same autograd, same checks)."""
+    monkeypatch.setenv("TRITONPATCH_LINEAR_RELU", request.param)
+    return request.param
+
+
 @pytest.fixture(params=BACKWARDS)
 def backward_impl(request, monkeypatch):
     monkeypatch.setattr(op, "BACKWARD_IMPL", request.param)
@@ -179,7 +186,7 @@ def test_saves_only_x_weight_output(device):
     assert saved[2].data_ptr() == y.data_ptr()
 
 
-def test_outputs_come_from_new_output(device, monkeypatch, backward_impl):
+def test_outputs_come_from_new_output(provider, device, monkeypatch, backward_impl):
     """Every kernel output is allocated by common.new_output (so poisoning covers it), and none is left NaN."""
     assert common.poisoning()
     made = []
@@ -195,7 +202,8 @@ def test_outputs_come_from_new_output(device, monkeypatch, backward_impl):
     w = _leaf(_rand(37, 33, dtype=torch.float32, device=device))
     b = _leaf(_rand(37, dtype=torch.float32, device=device))
     y = op.linear_relu(x, w, b)
-    assert y.data_ptr() in made
+    if provider == "triton":  # cuBLASLt allocates its own output
+        assert y.data_ptr() in made
     y.backward(torch.randn_like(y))
     if backward_impl == "triton":
         assert {x.grad.data_ptr(), w.grad.data_ptr(), b.grad.data_ptr()} <= set(made)
@@ -247,6 +255,7 @@ def test_size_policy_and_fp32_policy(monkeypatch):
     """Off under the interpreter; on a GPU, tiny problems and fp32 without TF32 fall back to torch."""
     assert op.MIN_FLOPS > 0
     monkeypatch.setenv("TRITONPATCH_SIZE_POLICY", "1")
+    monkeypatch.setenv("TRITONPATCH_LINEAR_RELU", "triton")  # the fp32 rule is the Triton kernel's
     monkeypatch.setattr(common, "interpreting", lambda: False)
     assert op.torch_is_faster(1, 8, 8, torch.bfloat16)
     assert not op.torch_is_faster(8192, 3072, 768, torch.bfloat16)

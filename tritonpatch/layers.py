@@ -41,16 +41,17 @@ STATES: "weakref.WeakKeyDictionary[nn.Module, LayerState]" = weakref.WeakKeyDict
 
 def dispatch(state: LayerState, reason: str | None, on_triton: Callable[[], torch.Tensor],
              on_torch: Callable[[], torch.Tensor],
-             captured: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+             captured: Callable[[torch.Tensor], torch.Tensor] | None = None,
+             on_reference: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
     """Run one call of a patched layer on Triton (``reason is None``) or on PyTorch, and count it.
 
-    In the patch's reference mode (used by :func:`tritonpatch.compare`) PyTorch runs and nothing is
-    counted. Whatever runs, the output (through ``captured`` if given) is offered to the patch's
-    capture (also for ``compare``).
+    In the patch's reference mode (used by :func:`tritonpatch.compare`) the original PyTorch code
+    (``on_reference``, by default ``on_torch``) runs and nothing is counted. Whatever runs, the output
+    (through ``captured`` if given) is offered to the patch's capture (also for ``compare``).
     """
     patch = state.patch
     if patch.reference:
-        out = on_torch()
+        out = (on_reference or on_torch)()
     else:
         state.record.count(reason)
         out = on_triton() if reason is None else on_torch()
@@ -218,12 +219,17 @@ class LinearReluBehaviour(_PatchedModule):
             reason = "the Linear has forward hooks"
         else:
             reason = linear_relu_op.unsupported(input, self.weight, self.bias)
-        return dispatch(
-            state, reason,
-            lambda: mark_fused(linear_relu_op.linear_relu(input, self.weight, self.bias)),
-            lambda: original(self, input),
-            captured=torch.relu,
-        )
+        provider = linear_relu_op.forward_provider(input) if reason is None else None
+
+        def fused() -> torch.Tensor:
+            return mark_fused(linear_relu_op.linear_relu(input, self.weight, self.bias, provider))
+
+        def unfused() -> torch.Tensor:
+            return original(self, input)
+        if provider == "cublaslt":  # still one fused GEMM, but not Triton: the report says so
+            return dispatch(state, linear_relu_op.CUBLASLT_NOTE, fused, fused, captured=torch.relu,
+                            on_reference=unfused)
+        return dispatch(state, reason, fused, unfused, captured=torch.relu)
 
 
 class ReluBehaviour(_PatchedModule):

@@ -24,8 +24,10 @@ Layout: row ``r`` of an input starts at ``ptr + r * stride_row`` and its element
 Kernels (the launcher in ``tritonpatch/ops/layer_norm.py`` picks one by width):
   layer_norm_fwd_kernel          whole rows in registers, ROWS rows per program (2-D tile)
   layer_norm_fwd_looped_kernel   one row per program, walked in BLOCK_N chunks (wide rows)
+  layer_norm_bwd_fused_kernel    whole rows (N <= 8192): dx and dw/db partials, persistent grid, each
+                                 program a contiguous chunk of rows, next tile prefetched
   layer_norm_bwd_row_stats_kernel  c1, c2 per row, chunked (only for wide rows)
-  layer_norm_bwd_kernel          dx and dw/db partials; persistent over row tiles
+  layer_norm_bwd_kernel          wide rows: dx and dw/db partials per column block (c1/c2 precomputed)
   layer_norm_bwd_reduce_kernel   partials (K, G, N) -> K outputs of length N
 """
 import triton
@@ -158,16 +160,17 @@ def layer_norm_bwd_row_stats_kernel(
 
 @triton.jit
 def layer_norm_bwd_kernel(
-    X, DY, DX, W, Mean, Rstd, C1, C2, DW_part, DB_part,
+    X, DY, DX, W, Mean, Rstd, C1, C2, Part,
     stride_x_row, stride_dy_row, stride_dx_row,
-    M, N,
+    M, N, db_row0,
     HAS_W: tl.constexpr, FULL_ROW: tl.constexpr,
     COMPUTE_DX: tl.constexpr, COMPUTE_DW: tl.constexpr, COMPUTE_DB: tl.constexpr,
     BLOCK_N: tl.constexpr, ROWS: tl.constexpr,
 ):
     """Grid (G, column blocks). Program (p, q) owns columns [q*BLOCK_N, q*BLOCK_N + BLOCK_N) and the
     row tiles p, p + G, p + 2G, ... (each tile = ROWS consecutive rows). It writes dx for its tiles and
-    ONE fp32 partial row: DW_part[p, cols] = sum over its rows of dy * xhat, DB_part[p, cols] = sum of dy.
+    ONE fp32 partial row (columns of block q): dw partial = sum over its rows of dy * xhat, db partial =
+    sum of dy (layout of Part as in layer_norm_bwd_fused_kernel).
 
     FULL_ROW (one column block covers the row, N <= BLOCK_N): c1, c2 are reduced here from the tile.
     Otherwise they come precomputed in C1, C2 (layer_norm_bwd_row_stats_kernel).
@@ -211,12 +214,97 @@ def layer_norm_bwd_kernel(
         if COMPUTE_DB:
             db_acc += dy
 
-    # partial[p, c] lives at PART + p * N + c
-    part_offs = pid.to(tl.int64) * N + cols
+    # Part is (K, G, N) fp32 with K = COMPUTE_DW + COMPUTE_DB: the dw partial of program p is row p
+    # (Part + p * N), the db partial row db_row0 + p (db_row0 = G when both are computed, else 0).
+    pid64 = pid.to(tl.int64)
     if COMPUTE_DW:
-        tl.store(DW_part + part_offs, tl.sum(dw_acc, axis=0), mask=col_ok)
+        tl.store(Part + pid64 * N + cols, tl.sum(dw_acc, axis=0), mask=col_ok)
     if COMPUTE_DB:
-        tl.store(DB_part + part_offs, tl.sum(db_acc, axis=0), mask=col_ok)
+        tl.store(Part + (db_row0 + pid64) * N + cols, tl.sum(db_acc, axis=0), mask=col_ok)
+
+
+@triton.jit
+def layer_norm_bwd_fused_kernel(
+    X, DY, DX, W, Mean, Rstd, Part,
+    stride_x_row, stride_dy_row, stride_dx_row,
+    M, N, rows_per_prog, db_row0,
+    HAS_W: tl.constexpr,
+    COMPUTE_DX: tl.constexpr, COMPUTE_DW: tl.constexpr, COMPUTE_DB: tl.constexpr,
+    BLOCK_N: tl.constexpr, ROWS: tl.constexpr, PREFETCH: tl.constexpr,
+):
+    """Whole rows (N <= BLOCK_N). Grid (G,): program p owns the contiguous rows
+    [p * rows_per_prog, min(M, (p + 1) * rows_per_prog)) (rows_per_prog a multiple of ROWS), walked
+    ROWS rows at a time. Per tile: load x, dy (and the fp32 mean/rstd saved by the forward), reduce
+    c1 = sum(xhat * g) / N, c2 = sum(g) / N per row, write dx, and accumulate dy * xhat and dy in fp32
+    registers. At the end it writes ONE partial row per gradient (dw: Part[0, p, :], db: Part[K-1, p, :]).
+
+    PREFETCH: the next tile's x/dy/mean/rstd are loaded before the current tile is computed (register
+    double-buffering), so every program keeps two tiles of loads in flight.
+    """
+    pid = tl.program_id(0)
+    start = pid * rows_per_prog
+    end = tl.minimum(start + rows_per_prog, M)
+    cols = tl.arange(0, BLOCK_N)
+    col_ok = cols < N
+    if HAS_W:
+        w = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
+    dw_acc = tl.zeros((ROWS, BLOCK_N), dtype=tl.float32)
+    db_acc = tl.zeros((ROWS, BLOCK_N), dtype=tl.float32)
+    r_ar = tl.arange(0, ROWS)
+
+    if PREFETCH:
+        rows_n = (start + r_ar).to(tl.int64)
+        ok_n = rows_n < end
+        mask_n = ok_n[:, None] & col_ok[None, :]
+        x_n = tl.load(X + rows_n[:, None] * stride_x_row + cols[None, :], mask=mask_n, other=0.0)
+        dy_n = tl.load(DY + rows_n[:, None] * stride_dy_row + cols[None, :], mask=mask_n, other=0.0)
+        mean_n = tl.load(Mean + rows_n, mask=ok_n, other=0.0)
+        rstd_n = tl.load(Rstd + rows_n, mask=ok_n, other=0.0)
+
+    for r0 in range(start, end, ROWS):
+        # row indices fit int32 (M does); int64 so that rows * stride_row cannot overflow
+        rows = (r0 + r_ar).to(tl.int64)
+        row_ok = rows < end
+        mask = row_ok[:, None] & col_ok[None, :]
+        if PREFETCH:
+            x = x_n.to(tl.float32)
+            dy = dy_n.to(tl.float32)
+            mean = mean_n
+            rstd = rstd_n
+            rows_n = rows + ROWS
+            ok_n = rows_n < end
+            mask_n = ok_n[:, None] & col_ok[None, :]
+            x_n = tl.load(X + rows_n[:, None] * stride_x_row + cols[None, :], mask=mask_n, other=0.0)
+            dy_n = tl.load(DY + rows_n[:, None] * stride_dy_row + cols[None, :], mask=mask_n, other=0.0)
+            mean_n = tl.load(Mean + rows_n, mask=ok_n, other=0.0)
+            rstd_n = tl.load(Rstd + rows_n, mask=ok_n, other=0.0)
+        else:
+            x = tl.load(X + rows[:, None] * stride_x_row + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            dy = tl.load(DY + rows[:, None] * stride_dy_row + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            mean = tl.load(Mean + rows, mask=row_ok, other=0.0)
+            rstd = tl.load(Rstd + rows, mask=row_ok, other=0.0)
+        xhat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
+        if COMPUTE_DX:
+            if HAS_W:
+                g = dy * w[None, :]
+            else:
+                g = dy
+            c1 = tl.sum(xhat * g, axis=1) / N
+            c2 = tl.sum(g, axis=1) / N
+            dx = (g - (xhat * c1[:, None] + c2[:, None])) * rstd[:, None]
+            tl.store(DX + rows[:, None] * stride_dx_row + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+        if COMPUTE_DW:
+            dw_acc += dy * xhat
+        if COMPUTE_DB:
+            db_acc += dy
+
+    # Part is (K, G, N) fp32 with K = COMPUTE_DW + COMPUTE_DB: the dw partial of program p is row p
+    # (Part + p * N), the db partial row db_row0 + p (db_row0 = G when both are computed, else 0).
+    pid64 = pid.to(tl.int64)
+    if COMPUTE_DW:
+        tl.store(Part + pid64 * N + cols, tl.sum(dw_acc, axis=0), mask=col_ok)
+    if COMPUTE_DB:
+        tl.store(Part + (db_row0 + pid64) * N + cols, tl.sum(db_acc, axis=0), mask=col_ok)
 
 
 @triton.jit
@@ -226,17 +314,18 @@ def layer_norm_bwd_reduce_kernel(
     BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """Grid (column blocks, K). Out_k[c] = sum over g of Part[k, g, c] (Part is (K, G, N) fp32, K <= 2),
-    summed in a fixed order, cast to the output dtype. Out1 is only written by k == 1."""
-    which = tl.program_id(1)
+    summed in a fixed order (the same for every run), cast to the output dtype."""
+    which = tl.program_id(1).to(tl.int64)
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = cols < N
-    base = Part + which.to(tl.int64) * G * N        # Part[k, g, c] at Part + (k * G + g) * N + c
+    base = Part + which * G * N                     # Part[k, g, c] at Part + (k * G + g) * N + c
     acc = tl.zeros((BLOCK_G, BLOCK_N), dtype=tl.float32)
     for g0 in range(0, G, BLOCK_G):
         g = g0 + tl.arange(0, BLOCK_G)
         mask = (g < G)[:, None] & col_ok[None, :]
         acc += tl.load(base + g[:, None].to(tl.int64) * N + cols[None, :], mask=mask, other=0.0)
     total = tl.sum(acc, axis=0)
-    # which is 0 or 1: program k writes only Out_k (the other store's mask bound is 0)
-    tl.store(Out0 + cols, total.to(Out0.dtype.element_ty), mask=cols < N * (1 - which))
-    tl.store(Out1 + cols, total.to(Out1.dtype.element_ty), mask=cols < N * which)
+    if which == 0:
+        tl.store(Out0 + cols, total.to(Out0.dtype.element_ty), mask=col_ok)
+    else:
+        tl.store(Out1 + cols, total.to(Out1.dtype.element_ty), mask=col_ok)

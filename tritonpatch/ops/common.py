@@ -41,6 +41,8 @@ def device_reason(*tensors: torch.Tensor | None) -> str | None:
     for t in tensors:
         if t is None:
             continue
+        if type(t) not in (torch.Tensor, torch.nn.Parameter):  # FakeTensor, DTensor, ...: no data pointer
+            return f"tensor subclass {type(t).__name__} is not supported"
         if first is None:
             first = t.device
             dev = t.device.type

@@ -27,6 +27,7 @@ import torch
 import triton
 
 from tritonpatch.kernels.layer_norm import (
+    layer_norm_bwd_fused_kernel,
     layer_norm_bwd_kernel,
     layer_norm_bwd_reduce_kernel,
     layer_norm_bwd_row_stats_kernel,
@@ -58,6 +59,8 @@ _BWD_COLS_BLOCK = 1024
 _BWD_COLS_ROWS = 4
 #: Elements per program tile for narrow rows (several rows per program).
 _TILE = 4096
+#: Elements per backward tile for narrow rows.
+_BWD_TILE = 2048
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -117,19 +120,33 @@ def _fwd_config(n: int) -> tuple[bool, int, int, int]:
 
 
 @functools.lru_cache(maxsize=None)
-def _bwd_config(n: int) -> tuple[bool, int, int, int, int]:
-    """(fused, BLOCK_N, ROWS, num_warps, programs_per_sm) for the backward at width n.
+def _bwd_config(n: int, elt: int = 2) -> tuple[bool, int, int, int, int]:
+    """(fused, BLOCK_N, ROWS, num_warps, programs_per_sm) for the backward at width n, element size elt.
 
-    Fused (n <= FUSED_BWD_MAX): tile (ROWS, next_pow2(n)) as in the forward, warps = tile/512 in [4, 16]
-    (x, dy, w and two fp32 accumulators live per element: <= 16 elements per thread), and a persistent
-    grid of ~32 warps per SM. Wide: column blocks of 1024 x 4 rows, 8 warps, ~4 programs per SM.
+    Fused (n <= FUSED_BWD_MAX): tile (ROWS, next_pow2(n)) of ~_BWD_TILE elements (twice that for fp32:
+    a tile is then as many bytes), 16 elements per thread (warps = tile/512 in [4, 16]), and
+    16/warps programs per SM (~16 warps per SM: with the next tile prefetched, two tiles of loads are
+    in flight per program, enough to keep HBM busy; more programs only make the dw/db partials
+    larger). Each program owns a contiguous chunk of rows. Wide: column blocks of 1024 x 4 rows,
+    8 warps, ~4 programs per SM.
     """
     if n > FUSED_BWD_MAX:
         return False, _BWD_COLS_BLOCK, _BWD_COLS_ROWS, 8, 4
     block = next_power_of_2(n)
-    rows = _clamp(_TILE // block, 1, 64)
+    tile = _BWD_TILE * (2 if elt >= 4 else 1)
+    rows = _clamp(tile // block, 1, 64)
     warps = _clamp(rows * block // 512, 4, 16)
-    return True, block, rows, warps, max(1, 32 // warps)
+    return True, block, rows, warps, _clamp(16 // warps, 1, 4)
+
+
+def _reduce_config(g: int, n: int) -> tuple[int, int, int]:
+    """(BLOCK_G, BLOCK_N, num_warps) for summing a (g, n) fp32 partial buffer over its rows.
+
+    The partials were just written (L2-resident); the sum is latency-bound, so each program takes a
+    narrow column strip (many programs) and a tall row block (few loop trips)."""
+    if n <= 2048:
+        return _clamp(next_power_of_2(g), 16, 512), 8, 4
+    return _clamp(next_power_of_2(g), 16, 256), 32, 8
 
 
 @functools.lru_cache(maxsize=None)
@@ -199,44 +216,57 @@ def _backward(x2: torch.Tensor, dy2: torch.Tensor, w: torch.Tensor | None, mean:
         db = torch.zeros(n, dtype=param_dtype, device=dev) if need_db else None
         return dx, dw, db
 
-    fused, block, rows, warps, per_sm = _bwd_config(n)
+    fused, block, rows, warps, per_sm = _bwd_config(n, x2.element_size())
     n_tiles = triton.cdiv(m, rows)
-    n_col_blocks = 1 if fused else triton.cdiv(n, block)
     sms = _num_sms(dev)
-    if fused:
-        g = min(n_tiles, sms * per_sm)
-    else:
-        g = _clamp(sms * per_sm // n_col_blocks, 1, n_tiles)
-
-    c1 = c2 = mean  # placeholders unless the row stats are needed separately
-    if need_dx and not fused:
-        c1 = new_output((m,), torch.float32, dev)
-        c2 = new_output((m,), torch.float32, dev)
-        layer_norm_bwd_row_stats_kernel[(m,)](
-            x2, dy2, w if w is not None else x2, mean, rstd, c1, c2,
-            _row_stride(x2), _row_stride(dy2), n,
-            HAS_W=w is not None, BLOCK_N=_BWD_STATS_BLOCK, num_warps=8)
-
     k = int(need_dw) + int(need_db)
-    part = new_output((max(k, 1), g, n), torch.float32, dev) if k else None
-    dw_part = part[0] if need_dw else x2
-    db_part = part[k - 1] if need_db else x2
-    layer_norm_bwd_kernel[(g, n_col_blocks)](
-        x2, dy2, dx if need_dx else x2, w if w is not None else x2, mean, rstd, c1, c2, dw_part, db_part,
-        _row_stride(x2), _row_stride(dy2), n,
-        m, n,
-        HAS_W=w is not None, FULL_ROW=fused,
-        COMPUTE_DX=need_dx, COMPUTE_DW=need_dw, COMPUTE_DB=need_db,
-        BLOCK_N=block, ROWS=rows, num_warps=warps)
+    w_arg = w if w is not None else x2
+    if fused:
+        # contiguous chunks of whole tiles, one chunk per program
+        g = min(n_tiles, sms * per_sm)
+        rows_per_prog = triton.cdiv(n_tiles, g) * rows
+        g = triton.cdiv(m, rows_per_prog)
+        part = new_output((k, g, n), torch.float32, dev) if k else x2
+        layer_norm_bwd_fused_kernel[(g,)](
+            x2, dy2, dx if need_dx else x2, w_arg, mean, rstd, part,
+            _row_stride(x2), _row_stride(dy2), n,
+            m, n, rows_per_prog, g * (k - 1),
+            HAS_W=w is not None,
+            COMPUTE_DX=need_dx, COMPUTE_DW=need_dw, COMPUTE_DB=need_db,
+            BLOCK_N=block, ROWS=rows, PREFETCH=True, num_warps=warps)
+        if need_dx and n == 1:
+            # One-element rows: xhat == 0, so dx is exactly 0. The kernel gets g - mean(g) = 0 only up to
+            # rounding (the compiler may fuse dy * w into the subtraction as an FMA), times rstd ~ 1/sqrt(eps).
+            dx.zero_()
+    else:
+        n_col_blocks = triton.cdiv(n, block)
+        g = _clamp(sms * per_sm // n_col_blocks, 1, n_tiles)
+        c1 = c2 = mean  # placeholders unless the row stats are needed
+        if need_dx:
+            c1 = new_output((m,), torch.float32, dev)
+            c2 = new_output((m,), torch.float32, dev)
+            layer_norm_bwd_row_stats_kernel[(m,)](
+                x2, dy2, w_arg, mean, rstd, c1, c2,
+                _row_stride(x2), _row_stride(dy2), n,
+                HAS_W=w is not None, BLOCK_N=_BWD_STATS_BLOCK, num_warps=8)
+        part = new_output((k, g, n), torch.float32, dev) if k else x2
+        layer_norm_bwd_kernel[(g, n_col_blocks)](
+            x2, dy2, dx if need_dx else x2, w_arg, mean, rstd, c1, c2, part,
+            _row_stride(x2), _row_stride(dy2), n,
+            m, n, g * (k - 1),
+            HAS_W=w is not None, FULL_ROW=False,
+            COMPUTE_DX=need_dx, COMPUTE_DW=need_dw, COMPUTE_DB=need_db,
+            BLOCK_N=block, ROWS=rows, num_warps=warps)
 
     dw = db = None
     if k:
-        outs = [new_output((n,), param_dtype, dev) for _ in range(k)]
-        block_r = 32 if n < 4096 else 64
+        out0 = new_output((n,), param_dtype, dev)
+        out1 = new_output((n,), param_dtype, dev) if k == 2 else out0
+        block_g, block_r, warps_r = _reduce_config(g, n)
         layer_norm_bwd_reduce_kernel[(triton.cdiv(n, block_r), k)](
-            part, outs[0], outs[-1], g, n, BLOCK_G=32, BLOCK_N=block_r, num_warps=4)
-        dw = outs[0] if need_dw else None
-        db = outs[-1] if need_db else None
+            part, out0, out1, g, n, BLOCK_G=block_g, BLOCK_N=block_r, num_warps=warps_r)
+        dw = out0 if need_dw else None
+        db = out1 if need_db else None
     return dx, dw, db
 
 
@@ -249,7 +279,10 @@ class _LayerNormFunction(torch.autograd.Function):
         w = weight.reshape(n).contiguous() if weight is not None else None
         b = bias.reshape(n).contiguous() if bias is not None else None
         y, mean, rstd = _forward(x2, w, b, eps, store_stats=True)
-        ctx.save_for_backward(x2, w, mean, rstd)
+        ctx.save_for_backward(x2, w)
+        # mean/rstd are this op's own intermediates (never seen by the caller): kept on ctx directly,
+        # which spares the saved-tensor unpacking on every backward.
+        ctx.stats = (mean, rstd)
         ctx.x_shape = x.shape
         ctx.w_shape = weight.shape if weight is not None else None
         ctx.b_shape = bias.shape if bias is not None else None
@@ -258,16 +291,18 @@ class _LayerNormFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy):  # type: ignore[override]
-        x2, w, mean, rstd = ctx.saved_tensors
+        x2, w = ctx.saved_tensors
+        mean, rstd = ctx.stats
         n = x2.shape[1]
         need_dx, need_dw, need_db = ctx.needs_input_grad[:3]
         dy2 = _rows_view(dy, n)
         dx, dw, db = _backward(x2, dy2, w, mean, rstd, need_dx, need_dw, need_db, ctx.param_dtype)
-        if dx is not None:
+        # reshape only where the shapes differ (each view costs a few microseconds of CPU per call)
+        if dx is not None and dx.shape != ctx.x_shape:
             dx = dx.view(ctx.x_shape)
-        if dw is not None:
+        if dw is not None and dw.shape != ctx.w_shape:
             dw = dw.view(ctx.w_shape)
-        if db is not None:
+        if db is not None and db.shape != ctx.b_shape:
             db = db.view(ctx.b_shape)
         return dx, dw, db, None, None
 

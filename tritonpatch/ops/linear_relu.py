@@ -20,6 +20,7 @@ Layout: x and W are read through their strides (W as its transpose, no copy). x 
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import triton
@@ -43,6 +44,47 @@ BACKWARD_IMPL = "torch"
 #: On CUDA, fp32 with TF32 off runs Triton's exact (FMA) dot, much slower than cuBLAS SGEMM, so such
 #: calls fall back. PLACEHOLDER until measured; tests call :func:`linear_relu` directly either way.
 FP32_IEEE_FALLS_BACK = True
+
+
+#: What the report says for a pair fused in cuBLASLt instead of the Triton kernel.
+CUBLASLT_NOTE = "fused in cuBLASLt (faster than the Triton kernel here)"
+
+
+def forward_provider(x: Tensor) -> str:
+    """Which fused GEMM+bias+ReLU runs the forward: ``"triton"`` or ``"cublaslt"``.
+
+    Measured on an H100 80GB HBM3 (2026-11-26, torch 2.11, triton 3.6, bf16 forward, median ms;
+    benchmarks/probe_linear_relu.py): cuBLASLt's bias+ReLU epilogue (``torch._addmm_activation``)
+    runs at F.linear's own speed and beat this Triton kernel at every shape measured:
+    8192x768->3072 0.0636 vs 0.0931, 16384x1024->4096 0.2065 vs 0.2906, 8192x4096->16384 1.602 vs
+    2.219, 128x4096->4096 0.0229 vs 0.0570, 2048x768->3072 0.0219 vs 0.0302, 512x1024->4096 0.0136 vs
+    0.0155 (F.linear + F.relu: 0.0982, 0.2867, 1.782, 0.0262, 0.0287, 0.0172). So on CUDA the pair is
+    fused in cuBLASLt, and the Triton kernel runs under the interpreter. ``TRITONPATCH_LINEAR_RELU``
+    = ``triton`` or ``cublaslt`` forces one (benchmarks, tests).
+    """
+    forced = os.environ.get("TRITONPATCH_LINEAR_RELU", "auto")
+    if forced in ("triton", "cublaslt"):
+        return forced
+    return "cublaslt" if x.device.type == "cuda" else "triton"
+
+
+_ZEROS: dict[tuple[int, torch.dtype, torch.device], Tensor] = {}
+
+
+def _zero_bias(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A cached zero bias for the cuBLASLt epilogue of a bias-free Linear."""
+    key = (n, dtype, device)
+    z = _ZEROS.get(key)
+    if z is None:
+        z = _ZEROS[key] = torch.zeros(n, dtype=dtype, device=device)
+    return z
+
+
+def _forward_cublaslt(x2: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """relu(x2 @ weight^T + bias) in one cuBLASLt GEMM with a bias+ReLU epilogue."""
+    if bias is None:
+        bias = _zero_bias(weight.shape[0], x2.dtype, x2.device)
+    return torch._addmm_activation(bias, x2, weight.t())
 
 
 def _m_bucket(m: int) -> int:
@@ -102,7 +144,7 @@ def unsupported(x: Tensor, weight: Tensor, bias: Tensor | None) -> str | None:
     if bias is not None and (bias.dim() != 1 or bias.shape[0] != weight.shape[0]):
         return "shapes do not match a linear layer"
     if (x.dtype == torch.float32 and not _tf32_allowed() and FP32_IEEE_FALLS_BACK
-            and common.size_policy_on()):
+            and common.size_policy_on() and forward_provider(x) == "triton"):
         return "fp32 without TF32 is faster in torch"
     K = x.shape[-1]
     N = weight.shape[0]
@@ -189,9 +231,9 @@ def _flat(t: Tensor) -> Tensor:
 
 class _LinearReLU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, provider: str) -> Tensor:
         x2 = _flat(x)
-        y2 = _forward(x2, weight, bias)
+        y2 = _forward_cublaslt(x2, weight, bias) if provider == "cublaslt" else _forward(x2, weight, bias)
         y = y2.view(*x.shape[:-1], weight.shape[0])
         ctx.save_for_backward(x, weight, y)
         ctx.has_bias = bias is not None
@@ -203,7 +245,7 @@ class _LinearReLU(torch.autograd.Function):
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         need_b = need_b and ctx.has_bias
         if not (need_x or need_w or need_b):
-            return None, None, None
+            return None, None, None, None
         N = weight.shape[0]
         x2, dy2, y2 = _flat(x), _flat(dy), _flat(y)
         M, K = x2.shape
@@ -213,14 +255,16 @@ class _LinearReLU(torch.autograd.Function):
             grad_x, grad_w, grad_b = _backward_torch(dy2, y2, x2, weight, need_x, need_w, need_b)
         if grad_x is not None:
             grad_x = grad_x.view(x.shape)
-        return grad_x, grad_w, grad_b
+        return grad_x, grad_w, grad_b, None
 
 
-def linear_relu(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``relu(F.linear(x, weight, bias))`` in one Triton GEMM, differentiable in x, weight and bias.
+def linear_relu(x: Tensor, weight: Tensor, bias: Tensor | None = None, provider: str | None = None) -> Tensor:
+    """``relu(F.linear(x, weight, bias))`` in one fused GEMM, differentiable in x, weight and bias.
 
     x: (..., K); weight: (N, K); bias: (N,) or None. Returns (..., N) in x.dtype:
     ``y = max(x @ weight^T + bias, 0)`` accumulated in fp32. Leading dims may hold 0 elements.
+    ``provider`` is ``"triton"`` (the Triton kernel) or ``"cublaslt"`` (cuBLASLt's bias+ReLU
+    epilogue); None picks :func:`forward_provider`. The backward is the same for both.
     Assumes :func:`unsupported` returned None for these arguments.
     """
-    return _LinearReLU.apply(x, weight, bias)
+    return _LinearReLU.apply(x, weight, bias, provider or forward_provider(x))

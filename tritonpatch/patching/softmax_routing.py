@@ -64,8 +64,10 @@ def _owner_state() -> layers.LayerState | None:
 
 def _route(x: Any, dim: Any, dtype: Any, call_torch: Callable[[], torch.Tensor]) -> torch.Tensor:
     """Send one softmax call to the patched behaviour if a patched model made it, else to torch."""
-    if torch.compiler.is_compiling() or getattr(_tls, "busy", False) or not isinstance(x, torch.Tensor):
-        return call_torch()  # under torch.compile: torch's softmax, which Inductor fuses itself
+    if torch.compiler.is_compiling() or getattr(_tls, "busy", False) or type(x) is not torch.Tensor:
+        # torch.compile (tracing, or fake tensors propagating through it), our own fallback's inner
+        # call, or a tensor subclass: torch's softmax (Inductor fuses its own)
+        return call_torch()
     state = _owner_state()
     if state is None:
         return call_torch()
