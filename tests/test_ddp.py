@@ -25,7 +25,9 @@ class Net(nn.Module):
 
 
 def _train(rank: int, world: int, port: int, patched: bool, out: dict) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    # gloo trains on CPU tensors: the kernels run through the interpreter, also on a GPU machine
+    # (a fresh spawned process: triton is not imported yet, so this takes effect).
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), TRITON_INTERPRET="1")
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         import tritonpatch
