@@ -38,7 +38,11 @@ __all__ = ["unsupported", "linear_relu", "torch_is_faster", "use_triton_backward
 MIN_FLOPS = 2 * 128 * 1024 * 1024
 
 #: Backward GEMMs: "torch" (cuBLAS, default), "triton" (masked Triton GEMM), or "auto" to ask
-#: :func:`use_triton_backward`'s per-shape rule. PLACEHOLDER until measured on the H100.
+#: :func:`use_triton_backward`'s per-shape rule. Measured on an H100 80GB HBM3, 2026-11-26 (bf16
+#: forward+backward ms, cuBLAS / Triton; benchmarks/bench_linear_relu.py): 8192x768->3072 0.377 / 0.657,
+#: 16384x1024->4096 0.857 / 1.429, 8192x4096->16384 5.684 / 10.902, 128x4096->4096 0.521 / 0.723,
+#: 512x1024->4096 0.545 / 0.906, fp16 8192x768->3072 0.311 / 0.659; Triton won only at 2048x768->3072
+#: (0.551 / 0.427), a CPU-bound size. So cuBLAS.
 BACKWARD_IMPL = "torch"
 
 #: On CUDA, fp32 with TF32 off runs Triton's exact (FMA) dot, much slower than cuBLAS SGEMM, so such
@@ -117,13 +121,10 @@ def torch_is_faster(M: int, N: int, K: int, dtype: torch.dtype) -> bool:
 def use_triton_backward(M: int, N: int, K: int, dtype: torch.dtype) -> bool:
     """Whether the backward GEMMs run in Triton (mask fused, grad_b fused) instead of cuBLAS.
 
-    Follows :data:`BACKWARD_IMPL`; with ``"auto"`` a per-shape rule (placeholder: never) decides.
+    Follows :data:`BACKWARD_IMPL`; ``"auto"`` is the measured per-shape rule, which on the H100 came
+    out as cuBLAS at every shape where timing was not CPU-bound (see :data:`BACKWARD_IMPL`).
     """
-    if BACKWARD_IMPL == "triton":
-        return True
-    if BACKWARD_IMPL == "torch":
-        return False
-    return False  # "auto": placeholder until H100 numbers say where Triton wins
+    return BACKWARD_IMPL == "triton"
 
 
 def unsupported(x: Tensor, weight: Tensor, bias: Tensor | None) -> str | None:

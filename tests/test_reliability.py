@@ -1,0 +1,117 @@
+"""Patched models keep working with what people combine them with: grad modes, frozen weights,
+gradient checkpointing, odd inputs."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import tritonpatch
+
+
+class Block(nn.Module):
+    def __init__(self, d: int = 16) -> None:
+        super().__init__()
+        self.norm, self.fc, self.act, self.out = nn.LayerNorm(d), nn.Linear(d, 2 * d), nn.ReLU(), nn.Linear(2 * d, d)
+
+    def forward(self, x):
+        h = self.fc(self.norm(x))
+        h = self.act(h)
+        return F.softmax(self.out(h), dim=-1)
+
+
+def kinds_on_triton(p: tritonpatch.Patch) -> set[str]:
+    return {r.kind for r in p.layers if r.triton_calls}
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_grad_modes(device, mode):
+    model = Block().to(device)
+    x = torch.randn(3, 16, device=device)
+    ref = model(x).detach()
+    ctx = torch.no_grad() if mode == "no_grad" else torch.inference_mode()
+    with tritonpatch.patch(model) as p, ctx:
+        out = model(x)
+    assert not out.requires_grad
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    assert kinds_on_triton(p) == {"layer_norm", "linear_relu", "softmax"}
+
+
+def test_frozen_weights_lora_style(device):
+    """requires_grad=False parameters get no gradient; trainable ones match torch."""
+    model = Block().to(device)
+    for m in (model.norm, model.fc):
+        m.requires_grad_(False)
+    x = torch.randn(4, 16, device=device, requires_grad=True)
+    dy = torch.randn(4, 16, device=device)
+    trainable = [x, *(q for q in model.parameters() if q.requires_grad)]
+    ref = torch.autograd.grad(model(x), trainable, dy)
+    with tritonpatch.patch(model) as p:
+        got = torch.autograd.grad(model(x), trainable, dy)
+    for g, r in zip(got, ref):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6)
+    assert model.norm.weight.grad is None and model.fc.weight.grad is None
+    assert kinds_on_triton(p) == {"layer_norm", "linear_relu", "softmax"}
+
+
+def test_hf_gradient_checkpointing(device):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                  vocab_size=99, hidden_act="relu", hidden_dropout_prob=0.0,
+                                  attention_probs_dropout_prob=0.0)
+    model = transformers.BertModel._from_config(cfg, attn_implementation="eager").to(device).train()
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable()  # the new name in transformers >= 5.2x, the old one before
+    ids = torch.randint(0, 99, (2, 6), device=device)
+
+    def grads():
+        out = model(input_ids=ids).last_hidden_state
+        return torch.autograd.grad(out.square().sum(), list(model.parameters()), allow_unused=True)
+    ref = grads()
+    with tritonpatch.patch(model) as p:
+        got = grads()
+    num = sum((g - r).double().square().sum() for g, r in zip(got, ref) if g is not None)
+    den = sum(r.double().square().sum() for r in ref if r is not None)
+    assert (num / den).sqrt() < 1e-5
+    assert kinds_on_triton(p) == {"layer_norm", "linear_relu", "softmax"}
+
+
+def test_nan_and_inf_placement_like_torch(device):
+    model = Block().to(device).eval()
+    x = torch.randn(5, 16, device=device)
+    x[1, 3] = float("nan")
+    x[3, 0] = float("inf")
+    ref = model(x)
+    with tritonpatch.patch(model):
+        out = model(x)
+    assert torch.equal(torch.isnan(out), torch.isnan(ref))
+    keep = ~torch.isnan(ref)
+    torch.testing.assert_close(out[keep], ref[keep], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["expanded", "transposed", "empty"])
+def test_odd_inputs(device, kind):
+    model = Block().to(device).eval()
+    if kind == "expanded":
+        x = torch.randn(1, 16, device=device).expand(6, 16)  # stride 0 rows
+    elif kind == "transposed":
+        x = torch.randn(16, 6, device=device).t()
+    else:
+        x = torch.randn(0, 16, device=device)
+    ref = model(x)
+    with tritonpatch.patch(model) as p:
+        out = model(x)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    assert all(r.fallback_calls == 0 for r in p.layers), str(p)
+
+
+def test_unsupported_dtype_falls_back_correctly(device):
+    model = Block().to(device).double()
+    x = torch.randn(3, 16, device=device, dtype=torch.float64)
+    ref = model(x)
+    with tritonpatch.patch(model) as p:
+        out = model(x)
+    assert torch.equal(out, ref)  # the fallback is torch itself
+    assert all(r.triton_calls == 0 and "torch.float64" in next(iter(r.fallback_reasons)) for r in p.layers)
