@@ -181,3 +181,17 @@ def test_cublaslt_route_is_fused_and_reported(device, monkeypatch):
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     assert p.layers[0].fallback_reasons == {op.CUBLASLT_NOTE: 1}
     assert c.max_rel_error < 1e-5 and c.layers[0].calls == 1
+
+
+def test_pre_hooks_do_not_block_fusion(device):
+    """A forward pre-hook (FSDP2 unshards parameters in one) sees only the input: fusion goes on."""
+    model = ModuleRelu().to(device)
+    seen = []
+    model.fc.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape))
+    x = torch.randn(2, D, device=device)
+    ref = model(x)
+    with tritonpatch.patch(model) as p:
+        out = model(x)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    assert seen == [x.shape, x.shape]
+    assert p.layers[0].triton_calls == 1 and p.layers[0].fallback_calls == 0

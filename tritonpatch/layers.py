@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _module_mod
 
 from .ops import layer_norm as layer_norm_op
 from .ops import linear_relu as linear_relu_op
@@ -176,9 +177,11 @@ def _at_accepted_site(sites: list[Any]) -> bool:
 
 
 def _hooked(module: nn.Module) -> bool:
-    from torch.nn.modules import module as module_mod  # noqa: PLC0415
-    return bool(module._forward_hooks or module._forward_pre_hooks or module_mod._global_forward_hooks
-                or module_mod._global_forward_pre_hooks)
+    """True when a forward hook (the module's own or a global one) would see the Linear's output.
+
+    Pre-hooks see only the input (FSDP2 unshards parameters in one), so they do not block fusion.
+    """
+    return bool(module._forward_hooks or _module_mod._global_forward_hooks)
 
 
 def mark_fused(out: torch.Tensor) -> torch.Tensor:
