@@ -126,6 +126,7 @@ def main() -> int:
             print(f"| {engine} | {le:.2e} | {pe:.2e} | {ref['tokens_per_s']:.0f} | {got['tokens_per_s']:.0f} | "
                   f"{ref['peak_mib']:.0f} | {got['peak_mib']:.0f} | {'yes' if passed else 'NO'} |")
         print("losses match" if ok else "LOSSES DIFFER")
+    dist.barrier()  # no rank tears the process group down while another still uses it
     dist.destroy_process_group()
     return 0 if ok else 1
 

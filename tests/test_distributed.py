@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_ddp_and_fsdp2_tiny_on_gloo():
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                TRITON_INTERPRET="1" if INTERPRET else "0")
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                            str(ROOT / "examples" / "distributed_train.py"), "--backend", "gloo", "--tiny"],
                           capture_output=True, text=True, env=env, timeout=600, check=False)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
