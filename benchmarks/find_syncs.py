@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import time
-import traceback
 import warnings
 
 import torch

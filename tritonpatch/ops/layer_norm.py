@@ -38,7 +38,6 @@ from tritonpatch.ops.common import (
     autocast_reason,
     device_reason,
     dtype_reason,
-    interpreting,
     launcher,
     new_output,
     next_power_of_2,
