@@ -99,6 +99,8 @@ class _Source:
 
 
 _SOURCES: dict[Any, _Source | None] = {}
+#: (parent class, its children's names and types) -> (code, accepted, rejected) in the parent's own terms.
+_ANALYSES: dict[tuple, tuple[Any, list, list]] = {}
 
 
 def _source(cls: type) -> _Source | None:
@@ -130,16 +132,23 @@ def _resolve(node: ast.AST, scope: dict[str, Any]) -> Any:
 
 
 class _Analyser:
-    """Finds pairs in one parent module's forward."""
+    """Finds pairs in one parent module's forward.
 
-    def __init__(self, parent: nn.Module, parent_name: str, src: _Source, names: dict[int, str]) -> None:
-        self.parent, self.parent_name, self.src, self.names = parent, parent_name, src, names
+    Its results depend on the class's source and on the types of the parent's children only, so they
+    are expressed in the parent's own terms (``self.<attr>`` names, attribute names rather than module
+    objects) and cached per (class, children); :func:`find_pairs` maps them onto each instance.
+    """
+
+    def __init__(self, parent: nn.Module, src: _Source) -> None:
+        self.parent, self.src = parent, src
         self.scope = src.fn.__globals__
-        self.accepted: list[tuple[nn.Linear, str, nn.ReLU | None, int]] = []
+        self.accepted: list[tuple[str, str, str | None, int]] = []  # linear attr, label, relu attr, line
         self.rejected: list[Rejected] = []
 
-    def qual(self, attr: str) -> str:
-        return f"{self.parent_name}.{attr}" if self.parent_name else attr
+    @staticmethod
+    def qual(attr: str) -> str:
+        """A child's name in the parent's terms; find_pairs replaces ``self.`` with the parent's name."""
+        return f"self.{attr}"
 
     def linear_call(self, node: ast.AST) -> tuple[str, nn.Linear] | None:
         """``self.<linear>(...)`` -> (attr, module)."""
@@ -149,8 +158,8 @@ class _Analyser:
                 return attr, getattr(self.parent, attr)
         return None
 
-    def relu_call(self, node: ast.AST) -> tuple[ast.AST, str, nn.ReLU | None, bool] | None:
-        """A ReLU call -> (its tensor argument, label, ReLU module or None, in place?)."""
+    def relu_call(self, node: ast.AST) -> tuple[ast.AST, str, str | None, bool] | None:
+        """A ReLU call -> (its tensor argument, label, the ReLU module's attribute or None, in place?)."""
         if not isinstance(node, ast.Call):
             return None
         func = node.func
@@ -163,7 +172,7 @@ class _Analyser:
         if attr is not None:
             m = getattr(self.parent, attr, None)
             if plain_relu(m) and not node.keywords:
-                return node.args[0], self.qual(attr), m, bool(m.inplace)
+                return node.args[0], self.qual(attr), attr, bool(m.inplace)
             return None
         kind = RELU_FUNCTIONS.get(id(_resolve(func, self.scope)))
         if kind is None:
@@ -175,8 +184,8 @@ class _Analyser:
             inplace = inplace or bool(kw.value.value)
         return node.args[0], ast.unparse(func), None, inplace
 
-    def accept(self, linear_attr: str, linear: nn.Linear, relu: tuple, node: ast.AST) -> None:
-        self.accepted.append((linear, relu[1], relu[2], self.src.lineno(node)))
+    def accept(self, linear_attr: str, relu: tuple, node: ast.AST) -> None:
+        self.accepted.append((linear_attr, relu[1], relu[2], self.src.lineno(node)))
 
     def run(self) -> None:
         tree = self.src.tree
@@ -205,7 +214,7 @@ class _Analyser:
             self.rejected.append(Rejected(f"{self.qual(hit[0])}+{relu[1]}",
                                           "the Linear is called more than once on that line"))
         else:
-            self.accept(hit[0], hit[1], relu, node)
+            self.accept(hit[0], relu, node)
 
     def consecutive(self, stmts: list[ast.stmt]) -> None:
         for i, stmt in enumerate(stmts):
@@ -297,12 +306,25 @@ def find_pairs(model: nn.Module) -> tuple[list[Pair], list[Rejected]]:
             continue
         if type(parent).forward is nn.Module.forward or "forward" in parent.__dict__:
             continue
-        src = _source(type(parent))
-        if src is None:
+        children = list(parent.named_children())
+        if not any(plain_linear(c) for _, c in children):
             continue
-        analyser = _Analyser(parent, parent_name, src, names)
-        analyser.run()
-        rejected += analyser.rejected
-        for linear, label, relu, line in analyser.accepted:
-            add(linear, label, relu, CallSite(parent, src.code, line))
+        key = (type(parent), tuple((n, type(c), getattr(c, "inplace", None), "forward" in c.__dict__)
+                                   for n, c in children))
+        found = _ANALYSES.get(key)
+        if found is None:
+            src = _source(type(parent))
+            found = None
+            if src is not None:
+                analyser = _Analyser(parent, src)
+                analyser.run()
+                found = (src.code, analyser.accepted, analyser.rejected)
+            _ANALYSES[key] = found or (None, [], [])
+            found = _ANALYSES[key]
+        code, accepted, local_rejected = found
+        prefix = f"{parent_name}." if parent_name else ""
+        rejected += [Rejected(r.name.replace("self.", prefix), r.reason) for r in local_rejected]
+        for linear_attr, label, relu_attr, line in accepted:
+            add(getattr(parent, linear_attr), label.replace("self.", prefix),
+                getattr(parent, relu_attr) if relu_attr is not None else None, CallSite(parent, code, line))
     return list(pairs.values()), rejected
