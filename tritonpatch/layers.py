@@ -145,6 +145,9 @@ def softmax_behaviour(state: LayerState, x: torch.Tensor, dim: Any, dtype: torch
 
 # -- Linear + ReLU --------------------------------------------------------------------------------
 _tls = threading.local()
+#: torch.relu itself, taken before any patch wraps it (compare() captures a pair's output through it,
+#: and must not consume the "already ReLU'd" mark that the pair's own ReLU relies on).
+_TORCH_RELU = torch.relu
 #: Frames of nn.Module's call machinery, between a caller and the module's forward.
 _CALL_CODES = frozenset({
     nn.Module._call_impl.__code__, nn.Module._wrapped_call_impl.__code__,
@@ -230,9 +233,9 @@ class LinearReluBehaviour(_PatchedModule):
         def unfused() -> torch.Tensor:
             return original(self, input)
         if provider == "cublaslt":  # still one fused GEMM, but not Triton: the report says so
-            return dispatch(state, linear_relu_op.CUBLASLT_NOTE, fused, fused, captured=torch.relu,
+            return dispatch(state, linear_relu_op.CUBLASLT_NOTE, fused, fused, captured=_TORCH_RELU,
                             on_reference=unfused)
-        return dispatch(state, reason, fused, unfused, captured=torch.relu)
+        return dispatch(state, reason, fused, unfused, captured=_TORCH_RELU)
 
 
 class ReluBehaviour(_PatchedModule):
