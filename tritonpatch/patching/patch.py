@@ -77,8 +77,9 @@ class Patch:
         holder = _ACTIVE.get(self.model)
         if holder is None:
             for m in self.model.modules():
-                if m in layers.STATES or softmax_routing.routed(m) or layers.is_patched(m):
-                    holder = layers.STATES[m].patch if m in layers.STATES else None
+                if layers.is_patched(m) or softmax_routing.routed(m):
+                    state = layers.STATES.get(m)
+                    holder = state.patch if state is not None else None
                     break
             else:
                 return
