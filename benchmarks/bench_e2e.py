@@ -10,13 +10,13 @@ patch()+unpatch() itself (and that it allocates no CUDA memory).
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import time
 
 import torch
 
 import tritonpatch
+from results_io import write_csv  # noqa: E402 (benchmarks/ is on sys.path)
 
 
 def build(name: str, attn: str, layers: int | None = None) -> torch.nn.Module:
@@ -121,10 +121,7 @@ def main() -> None:
               f"{r['step_ms_torch']:.2f} | {r['step_ms_patched']:.2f} | {r['step_speedup']:.2f} | "
               f"{r['step_peak_mib_torch']:.0f} | {r['step_peak_mib_patched']:.0f} |")
     if args.csv:
-        with open(args.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+        write_csv(rows, args.csv)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 
@@ -22,6 +21,7 @@ import triton.testing
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from tritonpatch.ops.layer_norm import layer_norm, unsupported  # noqa: E402
+from results_io import write_csv  # noqa: E402 (benchmarks/ is on sys.path)
 
 SHAPES = [(32768, 768), (16384, 1024), (8192, 4096), (4096, 8192), (2048, 32768), (1024, 65536)]
 CHECK_SHAPES = [(64, 1), (300, 127), (257, 768), (64, 4097), (16, 12000), (8, 65536)]
@@ -133,11 +133,7 @@ def main() -> int:
     print("\ntiming (median), columns are torch/ours")
     rows = bench(args.quick)
     if args.csv:
-        with open(args.csv, "w", newline="") as f:
-            wr = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
-            wr.writeheader()
-            wr.writerows(rows)
-        print(f"wrote {args.csv}")
+        write_csv(rows, args.csv)
     if not ok:
         print("CORRECTNESS CHECK FAILED", file=sys.stderr)
     return 0 if ok else 1

@@ -13,7 +13,6 @@ The first call per shape autotunes (not timed; do_bench warms up).
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 import time
@@ -26,6 +25,7 @@ import triton
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tritonpatch.ops import linear_relu as op  # noqa: E402
+from results_io import write_csv  # noqa: E402 (benchmarks/ is on sys.path)
 
 SHAPES = [  # (M, K, N)
     (8192, 768, 3072),
@@ -161,12 +161,7 @@ def main() -> None:
                   max(1, sum(1 for r in rows if r["impl"] == "fused")))
     print(f"geomean fused fwd speedup vs linear+relu: {gm:.2f}x; total {time.perf_counter() - start:.0f} s")
     if args.csv:
-        args.csv.parent.mkdir(parents=True, exist_ok=True)
-        with args.csv.open("w", newline="") as f:
-            wr = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
-            wr.writeheader()
-            wr.writerows(rows)
-        print(f"wrote {args.csv}")
+        write_csv(rows, args.csv)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ Bytes moved (GB/s = bytes / time):
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 
@@ -23,6 +22,7 @@ import triton
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from tritonpatch.ops import softmax as S  # noqa: E402
+from results_io import write_csv  # noqa: E402 (benchmarks/ is on sys.path)
 
 # (label, shape, dim, input dtype, dtype= argument)
 CASES = [
@@ -150,11 +150,7 @@ def main() -> int:
                          fwd_speedup=f_t / f_o, bwd_speedup=b_t / b_o,
                          fwd_bwd_speedup=(f_t + b_t) / (f_o + b_o)))
     if args.csv:
-        with open(args.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-        print(f"\nwrote {args.csv}")
+        write_csv(rows, args.csv)
 
     if args.sweep:
         print("\nsweep (ours only, ms fwd / bwd; default first):")

@@ -11,7 +11,6 @@ is at least as fast at every larger size measured: the size policy's threshold.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import time
@@ -22,6 +21,7 @@ from torch import nn
 
 os.environ["TRITONPATCH_SIZE_POLICY"] = "0"  # measure the kernels at every size
 import tritonpatch  # noqa: E402
+from results_io import write_csv  # noqa: E402 (benchmarks/ is on sys.path)
 
 
 class SoftmaxCall(nn.Module):
@@ -119,10 +119,7 @@ def main() -> None:
                         break
                 print(f"  {op:12s} {dtype:9s} {'fwd+bwd' if backward else 'fwd':7s} -> {threshold}")
     if args.csv:
-        with open(args.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+        write_csv(rows, args.csv)
 
 
 if __name__ == "__main__":
