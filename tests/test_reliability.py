@@ -115,3 +115,38 @@ def test_unsupported_dtype_falls_back_correctly(device):
         out = model(x)
     assert torch.equal(out, ref)  # the fallback is torch itself
     assert all(r.triton_calls == 0 and "torch.float64" in next(iter(r.fallback_reasons)) for r in p.layers)
+
+
+def test_autocast_same_dtypes_and_values_as_torch(device):
+    """Under autocast each patched kind computes in the dtype torch's own op would use (LayerNorm and
+    softmax: fp32 on CUDA, as-is on CPU; Linear: the autocast dtype), on Triton, forward and backward."""
+    torch.manual_seed(0)
+    model = Block().to(device)
+    x = torch.randn(6, 16, device=device, requires_grad=True)
+    dy = torch.randn(6, 16, device=device)
+    amp = torch.bfloat16
+    seen: dict[str, torch.dtype] = {}
+
+    def spy(name):
+        return lambda m, i, o: seen.__setitem__(name, o.dtype)
+    hooks = [model.norm.register_forward_hook(spy("norm")), model.out.register_forward_hook(spy("out"))]
+    with torch.autocast(device_type=device, dtype=amp):
+        ref = model(x)
+    ref_dtypes = dict(seen)
+    ref_grads = torch.autograd.grad(ref, [x, *model.parameters()], dy.to(ref.dtype))
+    for h in hooks:
+        h.remove()
+    hooks = [model.norm.register_forward_hook(spy("norm")), model.out.register_forward_hook(spy("out"))]
+    with tritonpatch.patch(model) as p:
+        with torch.autocast(device_type=device, dtype=amp):
+            out = model(x)
+        grads = torch.autograd.grad(out, [x, *model.parameters()], dy.to(out.dtype))
+    for h in hooks:
+        h.remove()
+    assert out.dtype == ref.dtype and seen == ref_dtypes
+    assert all(r.fallback_calls == 0 for r in p.layers), str(p)
+    assert kinds_on_triton(p) == {"layer_norm", "linear_relu", "softmax"}
+    tol = dict(rtol=2e-2, atol=2e-2)  # bf16 compute on both sides, rounding order differs
+    torch.testing.assert_close(out.float(), ref.float(), **tol)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g.float(), r.float(), **tol)

@@ -61,6 +61,49 @@ def dispatch(state: LayerState, reason: str | None, on_triton: Callable[[], torc
     return out
 
 
+#: (op, device type, input dtype, autocast dtype) -> the dtype torch's op computes in under autocast.
+_AUTOCAST_DTYPES: dict[tuple, torch.dtype] = {}
+
+
+def autocast_dtype(op: str, x: torch.Tensor) -> torch.dtype | None:
+    """Under autocast on ``x``'s device: the dtype torch's own ``op`` would compute in for ``x``.
+
+    ``op`` is ``"layer_norm"``, ``"softmax"`` or ``"linear"``. Returns None when autocast is off there.
+    Torch's policy differs per device (CUDA runs layer_norm and softmax in fp32, CPU does not), so it is
+    not written down here but learned, once per (op, device type, input dtype, autocast dtype), by
+    running torch's op through the dispatcher (no Python wrapper in between) on a 1x2 probe.
+    """
+    device_type = x.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return None
+    key = (op, device_type, x.dtype, torch.get_autocast_dtype(device_type))
+    dtype = _AUTOCAST_DTYPES.get(key)
+    if dtype is None:
+        probe = torch.ones(1, 2, dtype=x.dtype, device=x.device)
+        with torch.no_grad():
+            if op == "layer_norm":
+                out = torch.ops.aten.layer_norm(probe, [2], probe[0], probe[0])
+            elif op == "softmax":
+                out = torch.ops.aten.softmax.int(probe, -1)
+            else:
+                out = torch.ops.aten.linear(probe, torch.ones(2, 2, dtype=x.dtype, device=x.device))
+        dtype = _AUTOCAST_DTYPES[key] = out.dtype
+    return dtype
+
+
+def without_autocast(device_type: str, fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` with autocast off on ``device_type`` (its inputs are already in the autocast dtype)."""
+    if not torch.is_autocast_enabled(device_type):
+        return fn()
+    with torch.autocast(device_type, enabled=False):
+        return fn()
+
+
+def cast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """``t.to(dtype)`` (differentiable), None stays None."""
+    return None if t is None else t.to(dtype)
+
+
 def new_unpatched(cls: type) -> Any:
     """``cls.__new__(cls)``: how a patched module is rebuilt by pickle and deepcopy, as its original class."""
     return cls.__new__(cls)
@@ -92,10 +135,21 @@ class LayerNormBehaviour(_PatchedModule):
         if state is None:
             return original(self, input)
         shape = tuple(self.normalized_shape)
-        reason = layer_norm_op.unsupported(input, shape, self.weight, self.bias, self.eps)
+        target = autocast_dtype("layer_norm", input)
+        if target is None:
+            reason = layer_norm_op.unsupported(input, shape, self.weight, self.bias, self.eps)
+            return dispatch(
+                state, reason,
+                lambda: layer_norm_op.layer_norm(input, shape, self.weight, self.bias, self.eps),
+                lambda: original(self, input),
+            )
+        # Under autocast: what torch does (cast x, weight, bias to its compute dtype), then the kernel.
+        dev = input.device.type
+        x, w, b = cast(input, target), cast(self.weight, target), cast(self.bias, target)
+        reason = without_autocast(dev, lambda: layer_norm_op.unsupported(x, shape, w, b, self.eps))
         return dispatch(
             state, reason,
-            lambda: layer_norm_op.layer_norm(input, shape, self.weight, self.bias, self.eps),
+            lambda: without_autocast(dev, lambda: layer_norm_op.layer_norm(x, shape, w, b, self.eps)),
             lambda: original(self, input),
         )
 
@@ -139,8 +193,16 @@ def softmax_behaviour(state: LayerState, x: torch.Tensor, dim: Any, dtype: torch
     """
     from .ops import softmax as softmax_op  # noqa: PLC0415 (kept lazy: only routed calls need it)
 
-    reason = softmax_op.unsupported(x, dim, dtype)
-    return dispatch(state, reason, lambda: softmax_op.softmax(x, dim, dtype), on_torch)
+    target = autocast_dtype("softmax", x) if isinstance(x, torch.Tensor) else None
+    if target is None:
+        reason = softmax_op.unsupported(x, dim, dtype)
+        return dispatch(state, reason, lambda: softmax_op.softmax(x, dim, dtype), on_torch)
+    # Under autocast torch picks the output dtype when none is given (fp32 on CUDA); an explicit one stays.
+    out_dtype = dtype if dtype is not None else (target if target != x.dtype else None)
+    dev = x.device.type
+    reason = without_autocast(dev, lambda: softmax_op.unsupported(x, dim, out_dtype))
+    return dispatch(state, reason,
+                    lambda: without_autocast(dev, lambda: softmax_op.softmax(x, dim, out_dtype)), on_torch)
 
 
 # -- Linear + ReLU --------------------------------------------------------------------------------
@@ -221,14 +283,20 @@ class LinearReluBehaviour(_PatchedModule):
         state = STATES.get(self)
         if state is None or not _at_accepted_site(state.sites):
             return original(self, input)
+        dev = input.device.type
+        target = autocast_dtype("linear", input)
+        if target is None:
+            x, w, b = input, self.weight, self.bias
+        else:  # under autocast: what torch's linear does (cast to its dtype), then the fused GEMM
+            x, w, b = cast(input, target), cast(self.weight, target), cast(self.bias, target)
         if _hooked(self):  # a hook must see the real pre-activation
             reason = "the Linear has forward hooks"
         else:
-            reason = linear_relu_op.unsupported(input, self.weight, self.bias)
-        provider = linear_relu_op.forward_provider(input) if reason is None else None
+            reason = without_autocast(dev, lambda: linear_relu_op.unsupported(x, w, b))
+        provider = linear_relu_op.forward_provider(x) if reason is None else None
 
         def fused() -> torch.Tensor:
-            return mark_fused(linear_relu_op.linear_relu(input, self.weight, self.bias, provider))
+            return mark_fused(without_autocast(dev, lambda: linear_relu_op.linear_relu(x, w, b, provider)))
 
         def unfused() -> torch.Tensor:
             return original(self, input)
