@@ -34,15 +34,22 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def assert_matches(out: torch.Tensor, ref64: torch.Tensor, torch_out: torch.Tensor | None = None,
-                   what: str = "out") -> None:
+                   what: str = "out", conditioned: bool = False) -> None:
     """Assert ``out`` is as close to the float64 reference as its dtype allows.
 
     fp32: rel_err <= FP32_TOL. fp16/bf16: rel_err <= 1.5 * rel_err(torch_out) (+ floor).
+    ``conditioned`` (random-shape property tests): an fp32 bar of max(FP32_TOL, 1.5 * torch's own fp32
+    error), for inputs whose condition number lifts every fp32 implementation above 1e-6 (a dw summed
+    over rows whose terms cancel; LayerNorm rows of width 2 with a variance near eps).
     """
     assert out.shape == ref64.shape, f"{what}: shape {tuple(out.shape)} != {tuple(ref64.shape)}"
     err = rel_err(out, ref64)
     if out.dtype == torch.float32:
-        assert err <= FP32_TOL, f"{what}: fp32 rel err {err:.3e} > {FP32_TOL:.0e}"
+        bar = FP32_TOL
+        if conditioned:
+            assert torch_out is not None, "conditioned needs torch's own output"
+            bar = max(FP32_TOL, TORCH_FACTOR * rel_err(torch_out, ref64))
+        assert err <= bar, f"{what}: fp32 rel err {err:.3e} > {bar:.3e}"
     else:
         assert torch_out is not None, "half precision needs torch's own output to compare with"
         bar = TORCH_FACTOR * rel_err(torch_out, ref64) + HALF_FLOOR[out.dtype]
