@@ -103,8 +103,12 @@ def _check_backward(x, dim, dtype=None, dy=None):
         bar = max(FP32_TOL * _grad_condition(y64.detach(), dy.double(), dx64, dim),
                   TORCH_FACTOR * rel_err(dx_torch, dx64))
     else:
-        assert_matches(dx, dx64, dx_torch, what="dx")
-        return dx
+        # Half precision: 1.5x torch's own error, or one ulp scaled by the condition number (y is saved
+        # rounded to the half dtype, so any implementation carries eps/2 * |y| * (|dy| + |sum|) per
+        # element; on rows with cancellation torch is only sometimes luckier).
+        cond = _grad_condition(y64.detach(), dy.double(), dx64, dim)
+        bar = max(TORCH_FACTOR * rel_err(dx_torch, dx64) + HALF_FLOOR[dx.dtype],
+                  torch.finfo(dx.dtype).eps * cond)
     err = rel_err(dx, dx64)
     assert err <= bar, f"dx: rel err {err:.3e} > bar {bar:.3e}"
     return dx
