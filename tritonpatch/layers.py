@@ -23,6 +23,7 @@ from torch.nn.modules import module as _module_mod
 
 from .ops import layer_norm as layer_norm_op
 from .ops import linear_relu as linear_relu_op
+from .ops import softmax as softmax_op
 from .patching.records import LayerRecord
 
 
@@ -191,8 +192,6 @@ def softmax_behaviour(state: LayerState, x: torch.Tensor, dim: Any, dtype: torch
     ``x`` is any shape; ``dtype`` (torch's ``dtype=``) is the output dtype, with torch's meaning (x is
     cast to it first). ``on_torch`` runs the original torch function for this call.
     """
-    from .ops import softmax as softmax_op  # noqa: PLC0415 (kept lazy: only routed calls need it)
-
     target = autocast_dtype("softmax", x) if isinstance(x, torch.Tensor) else None
     if target is None:
         reason = softmax_op.unsupported(x, dim, dtype)
