@@ -40,10 +40,14 @@ def build(tiny: bool) -> OPTForCausalLM:
 def wrap(model: torch.nn.Module, engine: str, device: torch.device) -> torch.nn.Module:
     if engine == "ddp":
         return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
+    # an explicit mesh on the training device: on a machine that has a GPU, gloo training on the CPU
+    # must not let FSDP2 pick cuda:<rank> by default
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     for layer in model.model.decoder.layers:
-        fully_shard(layer)
-    fully_shard(model)
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
     return model
 
 
