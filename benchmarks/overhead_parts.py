@@ -84,8 +84,24 @@ def main() -> None:
     with tritonpatch.patch(ln):
         rows.append(("LayerNorm fwd+bwd patched, gc off", us(lambda: ln(xg).backward(dy), 500)))
     gc.enable()
+    x2 = x.detach()
+    mean = torch.zeros(64, device=dev)
+    rows.append(("ln _backward (launches)",
+                 us(lambda: ln_op._backward(x2, dy, w, mean, mean, True, True, True, dt), 500)))
     for name, v in rows:
         print(f"{name:40s} {v:8.1f} us")
+    import cProfile
+    import io
+    import pstats
+    with tritonpatch.patch(ln):
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(300):
+            ln(xg).backward(dy)
+        prof.disable()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(18)
+    print(out.getvalue())
 
 
 if __name__ == "__main__":

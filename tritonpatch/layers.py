@@ -135,13 +135,19 @@ class LayerNormBehaviour(_PatchedModule):
         state = STATES.get(self)
         if state is None:
             return original(self, input)
-        shape = tuple(self.normalized_shape)
+        shape = self.normalized_shape
         target = autocast_dtype("layer_norm", input)
         if target is None:
-            reason = layer_norm_op.unsupported(input, shape, self.weight, self.bias, self.eps)
+            weight, bias, eps = self.weight, self.bias, self.eps
+            reason = layer_norm_op.unsupported(input, shape, weight, bias, eps)
+            if state.patch.plain:  # the common case, without dispatch's closures (CPU per call matters)
+                state.record.count(reason)
+                if reason is None:
+                    return layer_norm_op.layer_norm(input, shape, weight, bias, eps)
+                return original(self, input)
             return dispatch(
                 state, reason,
-                lambda: layer_norm_op.layer_norm(input, shape, self.weight, self.bias, self.eps),
+                lambda: layer_norm_op.layer_norm(input, shape, weight, bias, eps),
                 lambda: original(self, input),
             )
         # Under autocast: what torch does (cast x, weight, bias to its compute dtype), then the kernel.
@@ -195,6 +201,9 @@ def softmax_behaviour(state: LayerState, x: torch.Tensor, dim: Any, dtype: torch
     target = autocast_dtype("softmax", x) if isinstance(x, torch.Tensor) else None
     if target is None:
         reason = softmax_op.unsupported(x, dim, dtype)
+        if state.patch.plain:
+            state.record.count(reason)
+            return softmax_op.softmax(x, dim, dtype) if reason is None else on_torch()
         return dispatch(state, reason, lambda: softmax_op.softmax(x, dim, dtype), on_torch)
     # Under autocast torch picks the output dtype when none is given (fp32 on CUDA); an explicit one stays.
     out_dtype = dtype if dtype is not None else (target if target != x.dtype else None)
@@ -284,6 +293,15 @@ class LinearReluBehaviour(_PatchedModule):
             return original(self, input)
         dev = input.device.type
         target = autocast_dtype("linear", input)
+        if target is None and state.patch.plain:  # the common case, without closures
+            w, b = self.weight, self.bias
+            reason = "the Linear has forward hooks" if _hooked(self) else linear_relu_op.unsupported(input, w, b)
+            if reason is None:
+                provider = linear_relu_op.forward_provider(input)
+                state.record.count(linear_relu_op.CUBLASLT_NOTE if provider == "cublaslt" else None)
+                return mark_fused(linear_relu_op.linear_relu(input, w, b, provider))
+            state.record.count(reason)
+            return original(self, input)
         if target is None:
             x, w, b = input, self.weight, self.bias
         else:  # under autocast: what torch's linear does (cast to its dtype), then the fused GEMM

@@ -89,11 +89,12 @@ def next_power_of_2(n: int) -> int:
     return 1 << (max(n, 1) - 1).bit_length()
 
 
+@functools.lru_cache(maxsize=None)
 def poisoning() -> bool:
     """True when ``TRITONPATCH_POISON=1``: outputs are filled with NaN before kernels write them.
 
-    Tests turn this on so that an element a kernel forgets to write shows up as NaN instead of as
-    whatever the allocator happened to hand back. Read per call (cheap), so a test may flip it.
+    Tests turn this on (before importing tritonpatch) so that an element a kernel forgets to write shows
+    up as NaN instead of as whatever the allocator happened to hand back. Read once.
     """
     return os.environ.get("TRITONPATCH_POISON", "0") not in ("", "0")
 

@@ -26,14 +26,7 @@ import math
 import torch
 import triton
 
-from tritonpatch.kernels.layer_norm import (
-    layer_norm_bwd_fused_kernel,
-    layer_norm_bwd_kernel,
-    layer_norm_bwd_reduce_kernel,
-    layer_norm_bwd_row_stats_kernel,
-    layer_norm_fwd_kernel,
-    layer_norm_fwd_looped_kernel,
-)
+from tritonpatch.kernels import layer_norm as _k
 from tritonpatch.ops.common import (
     autocast_reason,
     device_reason,
@@ -43,6 +36,7 @@ from tritonpatch.ops.common import (
     next_power_of_2,
     same_dtype_reason,
 )
+from tritonpatch.ops.launch import FastKernel
 
 __all__ = ["unsupported", "layer_norm"]
 
@@ -164,6 +158,13 @@ def _rows_view(t: torch.Tensor, n: int) -> torch.Tensor:
     return t2
 
 
+def _param_row(p: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    """A weight/bias as a contiguous (n,) vector; no reshape for the usual 1-D contiguous parameter."""
+    if p is None or (p.dim() == 1 and p.is_contiguous()):
+        return p
+    return p.reshape(n).contiguous()
+
+
 def _row_stride(t2: torch.Tensor) -> int:
     return t2.stride(0) if t2.shape[0] > 1 else t2.shape[1]
 
@@ -171,6 +172,13 @@ def _row_stride(t2: torch.Tensor) -> int:
 # ----------------------------------------------------------------------------------------------------
 # Launchers
 # ----------------------------------------------------------------------------------------------------
+layer_norm_fwd_kernel = FastKernel(_k.layer_norm_fwd_kernel)
+layer_norm_fwd_looped_kernel = FastKernel(_k.layer_norm_fwd_looped_kernel)
+layer_norm_bwd_fused_kernel = FastKernel(_k.layer_norm_bwd_fused_kernel)
+layer_norm_bwd_row_stats_kernel = FastKernel(_k.layer_norm_bwd_row_stats_kernel)
+layer_norm_bwd_kernel = FastKernel(_k.layer_norm_bwd_kernel)
+layer_norm_bwd_reduce_kernel = FastKernel(_k.layer_norm_bwd_reduce_kernel)
+
 @launcher
 def _forward(x2: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, eps: float,
              store_stats: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -275,8 +283,7 @@ class _LayerNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, n, eps):  # type: ignore[override]
         x2 = _rows_view(x, n)
-        w = weight.reshape(n).contiguous() if weight is not None else None
-        b = bias.reshape(n).contiguous() if bias is not None else None
+        w, b = _param_row(weight, n), _param_row(bias, n)
         y, mean, rstd = _forward(x2, w, b, eps, store_stats=True)
         ctx.save_for_backward(x2, w)
         # mean/rstd are this op's own intermediates (never seen by the caller): kept on ctx directly,
@@ -321,14 +328,11 @@ def layer_norm(x: torch.Tensor, normalized_shape: tuple[int, ...], weight: torch
     computed; dweight/dbias are deterministic). Callers check :func:`unsupported` first; this function
     assumes the call is supported.
     """
-    shape = _as_shape(normalized_shape)
-    n = math.prod(shape)
+    n = normalized_shape if isinstance(normalized_shape, int) else math.prod(normalized_shape)
     if torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad)
                                     or (bias is not None and bias.requires_grad)):
         return _LayerNormFunction.apply(x, weight, bias, n, eps)
     # Inference: no autograd node and no statistics written.
     x2 = _rows_view(x, n)
-    w = weight.reshape(n).contiguous() if weight is not None else None
-    b = bias.reshape(n).contiguous() if bias is not None else None
-    y, _, _ = _forward(x2, w, b, eps, store_stats=False)
+    y, _, _ = _forward(x2, _param_row(weight, n), _param_row(bias, n), eps, store_stats=False)
     return y.view(x.shape)

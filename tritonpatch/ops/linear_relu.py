@@ -230,12 +230,17 @@ def _flat(t: Tensor) -> Tensor:
     return t.reshape(math.prod(t.shape[:-1]), t.shape[-1])
 
 
+def _fused(x: Tensor, weight: Tensor, bias: Tensor | None, provider: str) -> Tensor:
+    """relu(x @ weight^T + bias) for x (..., K) -> (..., N), by ``provider`` (no autograd)."""
+    x2 = _flat(x)
+    y2 = _forward_cublaslt(x2, weight, bias) if provider == "cublaslt" else _forward(x2, weight, bias)
+    return y2.view(*x.shape[:-1], weight.shape[0])
+
+
 class _LinearReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, provider: str) -> Tensor:
-        x2 = _flat(x)
-        y2 = _forward_cublaslt(x2, weight, bias) if provider == "cublaslt" else _forward(x2, weight, bias)
-        y = y2.view(*x.shape[:-1], weight.shape[0])
+        y = _fused(x, weight, bias, provider)
         ctx.save_for_backward(x, weight, y)
         ctx.has_bias = bias is not None
         return y
@@ -268,4 +273,8 @@ def linear_relu(x: Tensor, weight: Tensor, bias: Tensor | None = None, provider:
     epilogue); None picks :func:`forward_provider`. The backward is the same for both.
     Assumes :func:`unsupported` returned None for these arguments.
     """
-    return _LinearReLU.apply(x, weight, bias, provider or forward_provider(x))
+    provider = provider or forward_provider(x)
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                    or (bias is not None and bias.requires_grad)):
+        return _LinearReLU.apply(x, weight, bias, provider)
+    return _fused(x, weight, bias, provider)  # inference: no autograd node

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from tritonpatch.kernels import softmax as K
+from tritonpatch.kernels import softmax as _k
 from tritonpatch.ops.common import (
     FLOAT_DTYPES,
     autocast_reason,
@@ -40,6 +40,7 @@ from tritonpatch.ops.common import (
     new_output,
     next_power_of_2,
 )
+from tritonpatch.ops.launch import FastKernel
 
 __all__ = ["unsupported", "softmax"]
 
@@ -160,49 +161,74 @@ def _cdiv(a: int, b: int) -> int:
 # ----------------------------------------------------------------------------------------------------------
 # launchers
 # ----------------------------------------------------------------------------------------------------------
-@launcher
-def _forward(x: Tensor, d: int, out_dtype: torch.dtype) -> Tensor:
-    """y = softmax(x.to(out_dtype), d) as a new contiguous tensor; x any float dtype/layout, d >= 0."""
-    shape = tuple(x.shape)
-    y = new_output(shape, out_dtype, x.device)
-    if x.numel() == 0:
-        return y
-    if x.dim() == 0:
-        x, y2, shape, d = x.reshape(1), y.view(1), (1,), 0
-    else:
-        y2 = y
-    plan = _split(shape, tuple(x.stride()), d)
-    if plan is None:  # odd layout: leading/trailing dims that do not merge into one axis
-        x = x.contiguous()
-        plan = _split(shape, tuple(x.stride()), d)
+class K:
+    """The softmax kernels, launched through :class:`FastKernel` (same call syntax)."""
+
+    softmax_fwd_rows_kernel = FastKernel(_k.softmax_fwd_rows_kernel)
+    softmax_fwd_rows_looped_kernel = FastKernel(_k.softmax_fwd_rows_looped_kernel)
+    softmax_fwd_strided_kernel = FastKernel(_k.softmax_fwd_strided_kernel)
+    softmax_bwd_rows_kernel = FastKernel(_k.softmax_bwd_rows_kernel)
+    softmax_bwd_rows_looped_kernel = FastKernel(_k.softmax_bwd_rows_looped_kernel)
+    softmax_bwd_strided_kernel = FastKernel(_k.softmax_bwd_strided_kernel)
+
+def _heuristics() -> tuple[int, int, int, int, int]:
+    """The forward's launch heuristics (module constants, read per call)."""
+    return MAX_SINGLE_N, ROWS_TILE, LOOP_BLOCK_BYTES, STRIDED_SINGLE_TILE, STRIDED_TILE
+
+
+@functools.lru_cache(maxsize=4096)
+def _fwd_plan(shape: tuple[int, ...], strides: tuple[int, ...], d: int, x_dtype: torch.dtype,
+              out_dtype: torch.dtype, device: torch.device, consts: tuple):
+    """The forward launch for this shape/layout/dtypes: (kernel, grid, int args, constexprs, num_warps),
+    or None when the leading/trailing dims do not merge (the caller makes x contiguous). Cached: the
+    Python planning is done once per distinct call shape, not per call. ``consts`` is
+    :func:`_heuristics` (part of the key, so tests that change the module constants take effect)."""
+    max_single, rows_tile, loop_bytes, strided_single, strided_tile = consts
+    plan = _split(shape, strides, d)
+    if plan is None:
+        return None
     outer, R, inner, so, sr, si = plan
-    rnd = out_dtype != x.dtype and out_dtype != torch.float32
-    elt = x.element_size()
+    rnd = out_dtype != x_dtype and out_dtype != torch.float32
+    elt = x_dtype.itemsize
+    soft = interpreting()
     if inner == 1 and (sr == 1 or R == 1):
-        looped, rows, block_n, nw = _rows_config(R, outer, elt, _sm_count(x.device),
-                                                 (MAX_SINGLE_N, ROWS_TILE, LOOP_BLOCK_BYTES))
+        looped, rows, block_n, nw = _rows_config(R, outer, elt, _sm_count(device),
+                                                 (max_single, rows_tile, loop_bytes))
         if looped:
-            K.softmax_fwd_rows_looped_kernel[(outer,)](
-                x, y2, R, so, R, BLOCK_N=block_n, ROUND=rnd, SOFT_BF16=interpreting(), num_warps=nw)
-        else:
-            K.softmax_fwd_rows_kernel[(_cdiv(outer, rows),)](
-                x, y2, outer, R, so, R, ROWS=rows, BLOCK_N=block_n, ROUND=rnd, SOFT_BF16=interpreting(),
-                num_warps=nw)
-        return y
+            return (K.softmax_fwd_rows_looped_kernel, (outer,), (R, so, R),
+                    dict(BLOCK_N=block_n, ROUND=rnd, SOFT_BF16=soft), nw)
+        return (K.softmax_fwd_rows_kernel, (_cdiv(outer, rows),), (outer, R, so, R),
+                dict(ROWS=rows, BLOCK_N=block_n, ROUND=rnd, SOFT_BF16=soft), nw)
     if inner == 1:  # reduced axis strided, rows (outer) are the parallel axis: e.g. a transposed 2-D x
         G, P, sx = 1, outer, (0, sr, so)
         sy = (0, 1, R)
     else:
         G, P, sx = outer, inner, (so, sr, si)
         sy = (R * inner, inner, 1)
-    looped, block_r, block_p, nw = _strided_config(R, P, elt, (STRIDED_SINGLE_TILE, STRIDED_TILE,
-                                                               LOOP_BLOCK_BYTES))
+    looped, block_r, block_p, nw = _strided_config(R, P, elt, (strided_single, strided_tile, loop_bytes))
     n_pb = _cdiv(P, block_p)
-    K.softmax_fwd_strided_kernel[(G * n_pb,)](
-        x, y2, R, P, n_pb, *sx, *sy,
-        BLOCK_R=block_r, BLOCK_P=block_p, LOOPED=looped,
-        X_R_UNIT=sx[1] == 1, X_P_UNIT=sx[2] == 1, Y_R_UNIT=sy[1] == 1, Y_P_UNIT=sy[2] == 1,
-        ROUND=rnd, SOFT_BF16=interpreting(), num_warps=nw)
+    return (K.softmax_fwd_strided_kernel, (G * n_pb,), (R, P, n_pb, *sx, *sy),
+            dict(BLOCK_R=block_r, BLOCK_P=block_p, LOOPED=looped,
+                 X_R_UNIT=sx[1] == 1, X_P_UNIT=sx[2] == 1, Y_R_UNIT=sy[1] == 1, Y_P_UNIT=sy[2] == 1,
+                 ROUND=rnd, SOFT_BF16=soft), nw)
+
+
+@launcher
+def _forward(x: Tensor, d: int, out_dtype: torch.dtype) -> Tensor:
+    """y = softmax(x.to(out_dtype), d) as a new contiguous tensor; x any float dtype/layout, d >= 0."""
+    y = new_output(x.shape, out_dtype, x.device)
+    if x.numel() == 0:
+        return y
+    y2 = y
+    if x.dim() == 0:
+        x, y2, d = x.reshape(1), y.view(1), 0
+    consts = _heuristics()
+    plan = _fwd_plan(x.shape, x.stride(), d, x.dtype, out_dtype, x.device, consts)
+    if plan is None:  # odd layout: leading/trailing dims that do not merge into one axis
+        x = x.contiguous()
+        plan = _fwd_plan(x.shape, x.stride(), d, x.dtype, out_dtype, x.device, consts)
+    kernel, grid, ints, constexprs, nw = plan
+    kernel[grid](x, y2, *ints, **constexprs, num_warps=nw)
     return y
 
 

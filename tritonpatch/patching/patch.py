@@ -72,6 +72,11 @@ class Patch:
             self.unpatch()
             raise
 
+    @property
+    def plain(self) -> bool:
+        """True when calls just run and count (no reference mode, no capture): the patched layers' fast path."""
+        return not self.reference and self.capture is None
+
     # -- applying and restoring -------------------------------------------------------------------
     def _check_not_patched(self) -> None:
         holder = _ACTIVE.get(self.model)

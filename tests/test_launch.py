@@ -1,0 +1,60 @@
+"""FastKernel: the direct launch path reuses a compiled kernel only for arguments Triton would specialize
+the same way, and gives the same results as Triton's own launch."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.conftest import DEVICE, INTERPRET
+from tritonpatch.ops import launch
+from tritonpatch.ops import layer_norm as ln_op
+
+
+def test_key_separates_what_triton_specializes_on():
+    key = launch._arg_key
+    base = torch.randn(64)
+    aligned, misaligned = base[:32], base[1:33]  # 4-byte offset: not 16-byte aligned
+    assert key((aligned,)) != key((misaligned,))
+    assert key((aligned,)) != key((aligned.half(),))
+    assert key((1,)) != key((17,)) and key((16,)) != key((17,)) and key((32,)) == key((16,))
+    assert key((2 ** 31 + 16,)) != key((16,))  # int64 vs int32
+    assert key((None,)) != key((0,)) and key((True,)) != key((False,))
+    assert key((1e-5,)) == key((1e-6,))  # floats are not specialized (always fp32)
+
+
+@pytest.mark.skipif(INTERPRET, reason="the direct path is CUDA only (the interpreter always goes through Triton)")
+def test_direct_launch_matches_triton_and_splits_on_alignment():
+    assert launch.fast_launch_enabled()
+    fk = ln_op.layer_norm_fwd_kernel
+    torch.manual_seed(0)
+    n = 256
+    base = torch.randn(33 * n + 8, device=DEVICE, dtype=torch.bfloat16)
+    w = torch.randn(n, device=DEVICE, dtype=torch.bfloat16)
+    b = torch.randn(n, device=DEVICE, dtype=torch.bfloat16)
+    for offset in (0, 0, 1, 1, 8):  # aligned, aligned again (direct), misaligned twice, aligned by 16 bytes
+        x = base[offset:offset + 32 * n].view(32, n)
+        got = ln_op.layer_norm(x, (n,), w, b, 1e-5)
+        want = torch.nn.functional.layer_norm(x.float(), (n,), w.float(), b.float(), 1e-5)
+        assert torch.isfinite(got).all()
+        rel = ((got.float() - want).norm() / want.norm()).item()
+        assert rel < 1e-2, (offset, rel)
+    keys = [k for k in fk._cache if k[-1][0] is torch.bfloat16]
+    aligned_flags = {k[-1][1] for k in keys}
+    assert aligned_flags == {True, False}, keys
+
+
+@pytest.mark.skipif(INTERPRET, reason="CUDA only")
+def test_launch_hooks_take_tritons_own_path():
+    from triton import knobs
+    seen = []
+
+    def hook(*args, **kwargs):
+        seen.append(1)
+    knobs.runtime.launch_enter_hook.add(hook)
+    try:
+        x = torch.randn(8, 64, device=DEVICE)
+        ln_op.layer_norm(x, (64,), None, None, 1e-5)
+        ln_op.layer_norm(x, (64,), None, None, 1e-5)
+    finally:
+        knobs.runtime.launch_enter_hook.remove(hook)
+    assert len(seen) == 2
