@@ -46,6 +46,17 @@ def main() -> None:
     for _ in range(3):
         fwd()
     print(f"torch   : gpu-timed fwd {cuda_ms(fwd, 10):.2f} ms, issue {issue_ms(fwd):.2f} ms")
+    torch.cuda.set_sync_debug_mode("warn")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fwd()
+    torch.cuda.set_sync_debug_mode(0)
+    print(f"syncs in one unpatched forward: {len(caught)}")
+    for kind in ("layer_norm", "softmax", "linear_relu"):
+        with tritonpatch.patch(model, **{k: k == kind for k in ("layer_norm", "softmax", "linear_relu")}):
+            for _ in range(3):
+                fwd()
+            print(f"only {kind:11s}: gpu-timed fwd {cuda_ms(fwd, 10):.2f} ms, issue {issue_ms(fwd):.2f} ms")
     with tritonpatch.patch(model) as p:
         for _ in range(3):
             fwd()
@@ -71,7 +82,22 @@ def main() -> None:
         s = io.StringIO()
         pstats.Stats(prof, stream=s).sort_stats("cumtime").print_stats(40)
         print(s.getvalue())
-    print(p.summary() if hasattr(p, "summary") else str(p).splitlines()[0])
+    print(str(p).splitlines()[0])
+    # training: forward + backward (no optimizer), per kind
+    model.train()
+
+    def fwd_bwd():
+        model(input_ids=ids, labels=ids).loss.backward()
+        model.zero_grad(set_to_none=True)
+    for _ in range(2):
+        fwd_bwd()
+    print(f"train torch  : gpu-timed fwd+bwd {cuda_ms(fwd_bwd, 5):.2f} ms")
+    for kind in ("layer_norm", "softmax", "linear_relu", "all"):
+        opts = {k: kind in (k, "all") for k in ("layer_norm", "softmax", "linear_relu")}
+        with tritonpatch.patch(model, **opts):
+            for _ in range(2):
+                fwd_bwd()
+            print(f"train {kind:11s}: gpu-timed fwd+bwd {cuda_ms(fwd_bwd, 5):.2f} ms")
 
 
 if __name__ == "__main__":

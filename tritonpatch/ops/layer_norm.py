@@ -24,11 +24,11 @@ import functools
 import math
 
 import torch
-import triton
 
 from tritonpatch.kernels import layer_norm as _k
 from tritonpatch.ops.common import (
     autocast_reason,
+    cdiv,
     device_reason,
     dtype_reason,
     launcher,
@@ -198,7 +198,7 @@ def _forward(x2: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, e
             mean if store_stats else dummy, rstd if store_stats else dummy,
             _row_stride(x2), n)
     if fused:
-        layer_norm_fwd_kernel[(triton.cdiv(m, rows),)](
+        layer_norm_fwd_kernel[(cdiv(m, rows),)](
             *args, m, n, eps,
             HAS_W=w is not None, HAS_B=b is not None, STORE_STATS=store_stats,
             BLOCK_N=block, ROWS=rows, num_warps=warps)
@@ -224,15 +224,15 @@ def _backward(x2: torch.Tensor, dy2: torch.Tensor, w: torch.Tensor | None, mean:
         return dx, dw, db
 
     fused, block, rows, warps, per_sm = _bwd_config(n, x2.element_size())
-    n_tiles = triton.cdiv(m, rows)
+    n_tiles = cdiv(m, rows)
     sms = _num_sms(dev)
     k = int(need_dw) + int(need_db)
     w_arg = w if w is not None else x2
     if fused:
         # contiguous chunks of whole tiles, one chunk per program
         g = min(n_tiles, sms * per_sm)
-        rows_per_prog = triton.cdiv(n_tiles, g) * rows
-        g = triton.cdiv(m, rows_per_prog)
+        rows_per_prog = cdiv(n_tiles, g) * rows
+        g = cdiv(m, rows_per_prog)
         part = new_output((k, g, n), torch.float32, dev) if k else x2
         layer_norm_bwd_fused_kernel[(g,)](
             x2, dy2, dx if need_dx else x2, w_arg, mean, rstd, part,
@@ -246,7 +246,7 @@ def _backward(x2: torch.Tensor, dy2: torch.Tensor, w: torch.Tensor | None, mean:
             # rounding (the compiler may fuse dy * w into the subtraction as an FMA), times rstd ~ 1/sqrt(eps).
             dx.zero_()
     else:
-        n_col_blocks = triton.cdiv(n, block)
+        n_col_blocks = cdiv(n, block)
         g = _clamp(sms * per_sm // n_col_blocks, 1, n_tiles)
         c1 = c2 = mean  # placeholders unless the row stats are needed
         if need_dx:
@@ -270,7 +270,7 @@ def _backward(x2: torch.Tensor, dy2: torch.Tensor, w: torch.Tensor | None, mean:
         out0 = new_output((n,), param_dtype, dev)
         out1 = new_output((n,), param_dtype, dev) if k == 2 else out0
         block_g, block_r, warps_r = _reduce_config(g, n)
-        layer_norm_bwd_reduce_kernel[(triton.cdiv(n, block_r), k)](
+        layer_norm_bwd_reduce_kernel[(cdiv(n, block_r), k)](
             part, out0, out1, g, n, BLOCK_G=block_g, BLOCK_N=block_r, num_warps=warps_r)
         dw = out0 if need_dw else None
         db = out1 if need_db else None

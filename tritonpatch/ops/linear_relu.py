@@ -23,7 +23,6 @@ import math
 import os
 
 import torch
-import triton
 from torch import Tensor
 
 from tritonpatch.kernels import linear_relu as _k
@@ -163,7 +162,7 @@ def _forward(x2: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     y = common.new_output((M, N), x2.dtype, x2.device)
     if M == 0 or N == 0:
         return y
-    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
+    grid = lambda meta: (common.cdiv(M, meta["BLOCK_M"]) * common.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
     _k.linear_relu_fwd_kernel[grid](
         x2, weight, bias if bias is not None else x2, y,
         M, N, K,
@@ -186,7 +185,7 @@ def _masked_matmul(a: Tensor, ymask: Tensor, b: Tensor, want_sum: bool) -> tuple
     Q = b.shape[1]
     c = common.new_output((P, Q), b.dtype, b.device)
     s = common.new_output((P,), b.dtype, b.device) if want_sum else None
-    grid = lambda meta: (triton.cdiv(P, meta["BLOCK_M"]) * triton.cdiv(Q, meta["BLOCK_N"]),)  # noqa: E731
+    grid = lambda meta: (common.cdiv(P, meta["BLOCK_M"]) * common.cdiv(Q, meta["BLOCK_N"]),)  # noqa: E731
     _k.masked_matmul_kernel[grid](
         a, ymask, b, c, s if s is not None else c,
         P, Q, R,

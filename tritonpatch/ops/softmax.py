@@ -33,6 +33,7 @@ from tritonpatch.kernels import softmax as _k
 from tritonpatch.ops.common import (
     FLOAT_DTYPES,
     autocast_reason,
+    cdiv,
     device_reason,
     dtype_reason,
     interpreting,
@@ -154,10 +155,6 @@ def _strided_config(R: int, P: int, elt: int, consts: tuple) -> tuple[bool, int,
     return True, block_r, block_p, min(16, max(4, block_r * block_p // 512))
 
 
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # launchers
 # ----------------------------------------------------------------------------------------------------------
@@ -197,7 +194,7 @@ def _fwd_plan(shape: tuple[int, ...], strides: tuple[int, ...], d: int, x_dtype:
         if looped:
             return (K.softmax_fwd_rows_looped_kernel, (outer,), (R, so, R),
                     dict(BLOCK_N=block_n, ROUND=rnd, SOFT_BF16=soft), nw)
-        return (K.softmax_fwd_rows_kernel, (_cdiv(outer, rows),), (outer, R, so, R),
+        return (K.softmax_fwd_rows_kernel, (cdiv(outer, rows),), (outer, R, so, R),
                 dict(ROWS=rows, BLOCK_N=block_n, ROUND=rnd, SOFT_BF16=soft), nw)
     if inner == 1:  # reduced axis strided, rows (outer) are the parallel axis: e.g. a transposed 2-D x
         G, P, sx = 1, outer, (0, sr, so)
@@ -206,7 +203,7 @@ def _fwd_plan(shape: tuple[int, ...], strides: tuple[int, ...], d: int, x_dtype:
         G, P, sx = outer, inner, (so, sr, si)
         sy = (R * inner, inner, 1)
     looped, block_r, block_p, nw = _strided_config(R, P, elt, (strided_single, strided_tile, loop_bytes))
-    n_pb = _cdiv(P, block_p)
+    n_pb = cdiv(P, block_p)
     return (K.softmax_fwd_strided_kernel, (G * n_pb,), (R, P, n_pb, *sx, *sy),
             dict(BLOCK_R=block_r, BLOCK_P=block_p, LOOPED=looped,
                  X_R_UNIT=sx[1] == 1, X_P_UNIT=sx[2] == 1, Y_R_UNIT=sy[1] == 1, Y_P_UNIT=sy[2] == 1,
@@ -259,7 +256,7 @@ def _backward(y: Tensor, dy: Tensor, d: int, dx_dtype: torch.dtype) -> Tensor:
                 y, dy, dx2, R, R, dso, dsr, BLOCK_N=block_n, DY_COL_UNIT=unit, SOFT_BF16=interpreting(),
                 num_warps=nw)
         else:
-            K.softmax_bwd_rows_kernel[(_cdiv(outer, rows),)](
+            K.softmax_bwd_rows_kernel[(cdiv(outer, rows),)](
                 y, dy, dx2, outer, R, R, dso, dsr, ROWS=rows, BLOCK_N=block_n, DY_COL_UNIT=unit,
                 SOFT_BF16=interpreting(), num_warps=nw)
         return dx
@@ -267,7 +264,7 @@ def _backward(y: Tensor, dy: Tensor, d: int, dx_dtype: torch.dtype) -> Tensor:
     sd = (dso, dsr, dsi)
     looped, block_r, block_p, nw = _strided_config(R, inner, elt, (STRIDED_SINGLE_TILE, STRIDED_TILE,
                                                                    LOOP_BLOCK_BYTES))
-    n_pb = _cdiv(inner, block_p)
+    n_pb = cdiv(inner, block_p)
     K.softmax_bwd_strided_kernel[(outer * n_pb,)](
         y, dy, dx2, R, inner, n_pb, *so, *sd,
         BLOCK_R=block_r, BLOCK_P=block_p, LOOPED=looped,
