@@ -1,37 +1,55 @@
-"""End-to-end: HF models built from configs, unpatched vs patched, on a GPU.
+"""End-to-end stage of the benchmark suite: HF models built from configs, unpatched vs patched.
 
-    python benchmarks/bench_e2e.py [--csv PATH] [--quick]
+    python benchmarks/bench_e2e.py [--smoke] [--out DIR | --csv PATH]   (or: run_suite.sh)
 
-For an OPT-350m-like model (ReLU FFN, LayerNorm, 24 layers) and BERT-base with hidden_act="relu", each
-under eager attention and SDPA, bf16, batch 8 x 512: inference forward and a training step
-(forward + backward + AdamW), median ms of CUDA-event-timed runs, peak memory, and the cost of
-patch()+unpatch() itself (and that it allocates no CUDA memory).
+An OPT-350m-like model (ReLU FFN, post-LayerNorm, 24 layers) and BERT-base with hidden_act="relu" (12
+layers), each under eager attention (softmax routed to Triton) and SDPA (no softmax call), bf16,
+batch 8 x 512: inference forward, and a training step (forward + backward + AdamW step), median ms of
+CUDA-event-timed calls after 3 warm-up rounds, and peak memory of each. Then the cost of
+``patch()`` + ``unpatch()`` on the OPT-350m-like model (median of 10) and the CUDA memory allocated
+while patched and after unpatching (both should be +0 bytes: patching copies no parameter).
+The size policy is left as shipped (TRITONPATCH_SIZE_POLICY unset): this is what a user gets.
+
+Rows (long format): model, attn, metric, torch, patched, vs_torch (torch ms / patched ms for times),
+note (the patch report's first line). ``build`` and ``cuda_ms`` are also used by profile_*.py,
+kinds_cost.py and find_syncs.py.
 """
 from __future__ import annotations
 
-import argparse
+import harness  # noqa: I001 (first: sets TRITON_INTERPRET for --smoke before triton is imported)
+
+import logging
+import os
 import statistics
+import sys
 import time
 
 import torch
 
-import tritonpatch
-from results_io import write_csv  # noqa: E402 (benchmarks/ is on sys.path)
+from harness import Context, Sink
+
+E2E_COLUMNS = ["op", "model", "attn", "dtype", "batch", "metric", "torch", "patched", "vs_torch", "note"]
+CONFIGS = [("opt-350m", "eager"), ("opt-350m", "sdpa"), ("bert-base-relu", "eager"), ("bert-base-relu", "sdpa")]
 
 
-def build(name: str, attn: str, layers: int | None = None) -> torch.nn.Module:
+def build(name: str, attn: str, layers: int | None = None, small: bool = False) -> torch.nn.Module:
+    """An HF model from a config (no download): "opt-350m" (OPT-350m-like) or "bert-base-relu".
+    ``small``: a few-MB version of the same architecture (smoke runs)."""
     from transformers import BertConfig, BertForMaskedLM, OPTConfig, OPTForCausalLM
     if name == "opt-350m":
-        cfg = OPTConfig(hidden_size=1024, ffn_dim=4096, num_hidden_layers=layers or 24, num_attention_heads=16,
-                        word_embed_proj_dim=512, activation_function="relu", do_layer_norm_before=False,
-                        dropout=0.0, attention_dropout=0.0)
+        dims = (dict(hidden_size=64, ffn_dim=256, num_attention_heads=4, word_embed_proj_dim=32, vocab_size=1000)
+                if small else dict(hidden_size=1024, ffn_dim=4096, num_attention_heads=16, word_embed_proj_dim=512))
+        cfg = OPTConfig(num_hidden_layers=layers or (2 if small else 24), activation_function="relu",
+                        do_layer_norm_before=False, dropout=0.0, attention_dropout=0.0, **dims)
         return OPTForCausalLM._from_config(cfg, attn_implementation=attn)
-    cfg = BertConfig(hidden_act="relu", num_hidden_layers=layers or 12, hidden_dropout_prob=0.0,
-                     attention_probs_dropout_prob=0.0)
+    dims = (dict(hidden_size=64, intermediate_size=256, num_attention_heads=4, vocab_size=1000) if small else {})
+    cfg = BertConfig(hidden_act="relu", num_hidden_layers=layers or (2 if small else 12), hidden_dropout_prob=0.0,
+                     attention_probs_dropout_prob=0.0, **dims)
     return BertForMaskedLM._from_config(cfg, attn_implementation=attn)
 
 
 def cuda_ms(fn, iters: int) -> float:
+    """Median ms of ``iters`` calls, each timed by CUDA events (synchronising after each)."""
     times = []
     for _ in range(iters):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -43,7 +61,20 @@ def cuda_ms(fn, iters: int) -> float:
     return statistics.median(times)
 
 
-def measure(model, ids, patched: bool, iters: int) -> dict:
+def wall_ms(fn, iters: int) -> float:
+    """Median wall-clock ms of ``iters`` calls (CPU runs)."""
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def measure(ctx: Context, model: torch.nn.Module, ids: torch.Tensor, patched: bool, iters: int) -> dict:
+    import tritonpatch
+    cuda = ctx.device == "cuda"
+    timer = cuda_ms if cuda else wall_ms
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, foreach=True)
     handle = tritonpatch.patch(model) if patched else None
     try:
@@ -56,73 +87,96 @@ def measure(model, ids, patched: bool, iters: int) -> dict:
             out.loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-        for _ in range(3):
+
+        for _ in range(1 if ctx.smoke else 3):
             fwd()
             step()
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        fwd_ms = cuda_ms(fwd, iters)
-        fwd_peak = torch.cuda.max_memory_allocated() / 2**20
-        torch.cuda.reset_peak_memory_stats()
-        step_ms = cuda_ms(step, iters)
-        step_peak = torch.cuda.max_memory_allocated() / 2**20
-        report = str(handle) if handle else ""
+        ctx.sync()
+        peak = {}
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        fwd_ms = timer(fwd, iters)
+        if cuda:
+            peak["fwd"] = torch.cuda.max_memory_allocated() / 2**20
+            torch.cuda.reset_peak_memory_stats()
+        step_ms = timer(step, iters)
+        if cuda:
+            peak["step"] = torch.cuda.max_memory_allocated() / 2**20
+        report = str(handle).splitlines()[0] if handle else ""
     finally:
         if handle:
             handle.unpatch()
-    del opt
-    return {"fwd_ms": fwd_ms, "step_ms": step_ms, "fwd_peak_mib": fwd_peak, "step_peak_mib": step_peak,
-            "report": report}
+    return {"fwd_ms": fwd_ms, "step_ms": step_ms, "peak": peak, "report": report}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--csv")
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args()
-    iters = 5 if args.quick else 20
-    rows = []
-    torch.manual_seed(0)
-    for name in ("opt-350m", "bert-base-relu"):
-        for attn in ("eager", "sdpa"):
-            model = build(name, attn).to("cuda", torch.bfloat16).train()
-            vocab = model.config.vocab_size
-            ids = torch.randint(0, vocab, (8, 512), device="cuda")
-            base = measure(model, ids, False, iters)
-            pat = measure(model, ids, True, iters)
-            row = {"model": name, "attn": attn,
-                   "fwd_ms_torch": base["fwd_ms"], "fwd_ms_patched": pat["fwd_ms"],
-                   "fwd_speedup": base["fwd_ms"] / pat["fwd_ms"],
-                   "step_ms_torch": base["step_ms"], "step_ms_patched": pat["step_ms"],
-                   "step_speedup": base["step_ms"] / pat["step_ms"],
-                   "step_peak_mib_torch": base["step_peak_mib"], "step_peak_mib_patched": pat["step_peak_mib"]}
-            rows.append(row)
-            print(pat["report"].splitlines()[0] if pat["report"] else "")
-            print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
-            del model
-            torch.cuda.empty_cache()
-    # patch + unpatch cost on the 350M-parameter model, and zero parameter copies
-    model = build("opt-350m", "eager").to("cuda", torch.bfloat16)
-    torch.cuda.synchronize()
-    mem0 = torch.cuda.memory_allocated()
-    t = []
+def patch_cost(ctx: Context, dtype: torch.dtype) -> list[dict]:
+    """patch()+unpatch() time on the OPT-350m-like model, and CUDA memory allocated by patching."""
+    import tritonpatch
+    model = build("opt-350m", "eager", small=ctx.smoke).to(ctx.device, dtype)
+    ctx.sync()
+    cuda = ctx.device == "cuda"
+    mem0 = torch.cuda.memory_allocated() if cuda else 0
+    times, during = [], []
     for _ in range(10):
         t0 = time.perf_counter()
         p = tritonpatch.patch(model)
-        mem1 = torch.cuda.memory_allocated()
+        during.append((torch.cuda.memory_allocated() if cuda else 0) - mem0)
         p.unpatch()
-        t.append((time.perf_counter() - t0) * 1e3)
-    print(f"patch+unpatch of OPT-350m-like: median {statistics.median(t):.2f} ms; "
-          f"CUDA memory change while patched: {mem1 - mem0} bytes")
-    print("\n| model | attention | fwd ms torch | fwd ms patched | fwd x | step ms torch | step ms patched | step x | peak MiB torch | peak MiB patched |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['model']} | {r['attn']} | {r['fwd_ms_torch']:.2f} | {r['fwd_ms_patched']:.2f} | {r['fwd_speedup']:.2f} | "
-              f"{r['step_ms_torch']:.2f} | {r['step_ms_patched']:.2f} | {r['step_speedup']:.2f} | "
-              f"{r['step_peak_mib_torch']:.0f} | {r['step_peak_mib_patched']:.0f} |")
-    if args.csv:
-        write_csv(rows, args.csv)
+        times.append((time.perf_counter() - t0) * 1e3)
+    after = (torch.cuda.memory_allocated() if cuda else 0) - mem0
+    del model
+    ctx.free()
+    base = dict(op="e2e", model="opt-350m", attn="eager", dtype=harness.dtype_name(dtype), batch="")
+    mem_note = "" if cuda else "CPU run: no CUDA memory to count"
+    return [dict(base, metric="patch+unpatch ms (median of 10)", patched=f"{statistics.median(times):.2f}"),
+            dict(base, metric="CUDA bytes allocated while patched (max over 10)", patched=str(max(during)),
+                 note=mem_note),
+            dict(base, metric="CUDA bytes allocated after unpatch", patched=str(after), note=mem_note)]
+
+
+def run(ctx: Context) -> list[dict]:
+    logging.getLogger("tritonpatch").setLevel(logging.ERROR)  # per-layer fallback notes: in the report line
+    saved = os.environ.pop("TRITONPATCH_SIZE_POLICY", None)
+    sink = Sink(ctx, ctx.csv_path("e2e"), E2E_COLUMNS,
+                show=lambda r: "  e2e  " + " | ".join(f"{c} {r[c]}" for c in E2E_COLUMNS[1:] if r[c] != ""))
+    dtype = torch.float32 if ctx.smoke else torch.bfloat16
+    batch, seq = (2, 16) if ctx.smoke else (8, 512)
+    iters = 2 if ctx.smoke else 20
+    try:
+        torch.manual_seed(0)
+        for name, attn in CONFIGS:
+            base = dict(op="e2e", model=name, attn=attn, dtype=harness.dtype_name(dtype), batch=f"{batch}x{seq}")
+            if ctx.over_budget():
+                sink.add(dict(base, metric="all", note="skipped: time budget (SUITE_BUDGET_S) spent"))
+                continue
+            try:
+                model = build(name, attn, small=ctx.smoke).to(ctx.device, dtype).train()
+                ids = torch.randint(0, model.config.vocab_size, (batch, seq), device=ctx.device)
+                ref = measure(ctx, model, ids, False, iters)
+                pat = measure(ctx, model, ids, True, iters)
+            except Exception as e:  # noqa: BLE001
+                sink.add(dict(base, metric="all", note=f"error: {harness.short_error(e)}"))
+                ctx.free()
+                continue
+            for metric, key in (("forward ms", "fwd_ms"), ("train step ms", "step_ms")):
+                sink.add(dict(base, metric=metric, torch=f"{ref[key]:.3f}", patched=f"{pat[key]:.3f}",
+                              vs_torch=f"{ref[key] / pat[key]:.3f}", note=pat["report"]))
+            for phase in ("fwd", "step"):
+                if phase in ref["peak"]:
+                    sink.add(dict(base, metric=f"{'forward' if phase == 'fwd' else 'train step'} peak MiB",
+                                  torch=f"{ref['peak'][phase]:.0f}", patched=f"{pat['peak'][phase]:.0f}"))
+            del model, ids
+            ctx.free()
+            sink.flush()
+        if not ctx.over_budget():
+            for row in patch_cost(ctx, dtype):
+                sink.add(row)
+    finally:
+        if saved is not None:
+            os.environ["TRITONPATCH_SIZE_POLICY"] = saved
+        sink.flush()
+    return sink.rows
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(harness.stage_main("e2e", run, __doc__))

@@ -1,168 +1,118 @@
-"""Linear+ReLU on a CUDA GPU: fused Triton kernel vs ``F.relu(F.linear(x, w, b))`` vs ``F.linear`` alone.
+"""Linear+ReLU stage of the benchmark suite: ``relu(x @ W^T + b)``, forward and forward+backward.
 
-    python benchmarks/bench_linear_relu.py [--csv out.csv] [--quick]
+    python benchmarks/bench_linear_relu.py [--smoke] [--out DIR | --csv PATH]   (or: run_suite.sh)
 
-First a correctness check on a few shapes (against float64, same bar as the tests), then median times
-(``triton.testing.do_bench``) in bf16 (and fp16 at one shape), forward and forward+backward. For the
-backward it also times both implementations of the fused op (``BACKWARD_IMPL`` = "torch": cuBLAS mm +
-one mask pass, "triton": masked Triton GEMMs with grad_b fused) so the per-shape choice can be made.
-
-Columns: ms (median), TFLOP/s (forward 2MNK; fwd+bwd 6MNK), speedup vs F.linear + F.relu.
-The first call per shape autotunes (not timed; do_bench warms up).
+Cases (M, K -> N), in bf16 / fp16 / fp32: transformer FFN up-projections 8192x768->3072,
+16384x1024->4096, 8192x4096->16384; large K 4096x16384->4096; small M 128x4096->4096 and
+16x4096->4096. fp32 runs as torch's default (``allow_tf32`` off: exact fp32 GEMMs; tritonpatch's
+Triton kernel follows that flag).
+Providers: torch eager ``F.relu(F.linear(x, w, b))``; ``F.linear`` alone (a bound: the GEMM without
+the ReLU, timed, not checked); ``torch.compile`` of the eager function; triformer 2.x
+``TritonLinearFunction`` (3.x has none; fp16 compute and output); Liger has no Linear+ReLU (rows say so);
+tritonpatch ``tritonpatch.ops.linear_relu.linear_relu`` with ``provider="cublaslt"`` (cuBLASLt's
+bias+ReLU epilogue: what a patched model runs on CUDA) and ``provider="triton"`` (the Triton GEMM);
+both share one backward (cuBLAS GEMMs, ``linear_relu.BACKWARD_IMPL = "torch"``). With
+``SUITE_TRITON_BWD=1`` a further provider, tritonpatch-triton-bwd (fwd+bwd only), runs the other
+backward (``BACKWARD_IMPL = "triton"``: masked Triton GEMMs, grad_b fused), to re-check that choice.
+TFLOP/s: fwd 2*M*N*K, fwd+bwd 6*M*N*K. See harness.py for checks and timing.
 """
 from __future__ import annotations
 
-import argparse
-import math
+import harness  # noqa: I001 (first: sets TRITON_INTERPRET for --smoke before triton is imported)
+
+import contextlib
+import os
 import sys
-import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import triton
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import peers
+from harness import Case, Context, Provider, Unavailable, Unsupported
 
-from tritonpatch.ops import linear_relu as op  # noqa: E402
-from results_io import write_csv  # noqa: E402 (benchmarks/ is on sys.path)
-
-SHAPES = [  # (M, K, N)
-    (8192, 768, 3072),
-    (16384, 1024, 4096),
-    (8192, 4096, 16384),
-    (128, 4096, 4096),
-    (2048, 768, 3072),
-    (512, 1024, 4096),
-]
-FP16_SHAPES = [(8192, 768, 3072)]
+DTYPES = [torch.bfloat16, torch.float16, torch.float32]  # bf16 first: a spent time budget cuts fp32
+SHAPES = [("ffn", 8192, 768, 3072), ("ffn", 16384, 1024, 4096), ("ffn", 8192, 4096, 16384),
+          ("large-K", 4096, 16384, 4096), ("small-M", 128, 4096, 4096), ("small-M", 16, 4096, 4096)]
+SMOKE_SHAPES = [("ffn", 32, 48, 64), ("small-M", 5, 40, 24)]
 
 
-def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    out, ref = out.double(), ref.double()
-    return ((out - ref).norm() / ref.norm()).item()
+def cases(ctx: Context):
+    for dtype in DTYPES:
+        for label, m, k, n in SMOKE_SHAPES if ctx.smoke else SHAPES:
+            yield make_case(ctx, label, m, k, n, dtype)
 
 
-def check(dtype: torch.dtype) -> bool:
-    """Fused op (both backwards) vs float64 on a few shapes; bar: 1.5x torch's own error + quarter ulp."""
-    ok = True
-    floor = {torch.float16: 2.0**-12, torch.bfloat16: 2.0**-9}[dtype]
-    for (M, K, N) in [(1000, 384, 1536), (257, 200, 333), (4096, 768, 3072)]:
-        x = torch.randn(M, K, device="cuda", dtype=dtype)
-        w = (torch.randn(N, K, device="cuda") * K**-0.5).to(dtype)
-        b = torch.randn(N, device="cuda", dtype=dtype)
-        dy = torch.randn(M, N, device="cuda", dtype=dtype)
-        ref = [t.double().requires_grad_() for t in (x, w, b)]
-        yr = F.relu(F.linear(*ref))
-        yr.backward(dy.double())
-        mine = [t.clone().requires_grad_() for t in (x, w, b)]
-        yt = F.relu(F.linear(*mine))
-        yt.backward(dy)
-        for impl in ("torch", "triton"):
-            op.BACKWARD_IMPL = impl
-            ours = [t.clone().requires_grad_() for t in (x, w, b)]
-            y = op.linear_relu(*ours)
-            y.backward(dy)
-            pairs = [("out", y, yr, yt)] + [(n, o.grad, r.grad, t.grad) for n, o, r, t in
-                                            zip(("dx", "dw", "db"), ours, ref, mine)]
-            for name, o, r, t in pairs:
-                err, bar = rel_err(o, r), 1.5 * rel_err(t, r) + floor
-                if not err <= bar:
-                    ok = False
-                    print(f"FAIL {dtype} {M}x{K}->{N} bwd={impl} {name}: {err:.3e} > {bar:.3e}")
-    op.BACKWARD_IMPL = "torch"
-    print(f"correctness {dtype}: {'ok' if ok else 'FAILED'}")
-    return ok
+def make_case(ctx: Context, label: str, m: int, k: int, n: int, dtype: torch.dtype) -> Case:
+    dev = ctx.device
+    elt = torch.empty((), dtype=dtype).element_size()
+    w = (torch.randn(n, k, device=dev) * k**-0.5).to(dtype)
+    b = (torch.randn(n, device=dev) * 0.5).to(dtype)
+
+    def make_set(grad: bool) -> dict:
+        s = {"x": torch.randn(m, k, device=dev, dtype=dtype).requires_grad_(grad),
+             "w": w.detach().clone().requires_grad_(grad), "b": b.detach().clone().requires_grad_(grad)}
+        if grad:
+            s["dy"] = torch.randn(m, n, device=dev, dtype=dtype)
+        return s
+
+    return Case(op="linear_relu", case=label, shape=f"{m}x{k}->{n}", dtype=dtype, out_dtype=dtype,
+                make_set=make_set, grad_keys=("x", "w", "b"),
+                reference=lambda s: F.relu(F.linear(s["x"], s["w"], s["b"])),
+                set_bytes=(m * k + n * k + m * n) * elt,
+                flops={"fwd": 2 * m * n * k, "fwd+bwd": 6 * m * n * k},
+                params={"M": m, "K": k, "N": n})
 
 
-def bench(fn, quick: bool) -> float:
-    return triton.testing.do_bench(fn, warmup=10 if quick else 25, rep=30 if quick else 100,
-                                   return_mode="median")
+def providers(ctx: Context) -> list[Provider]:
+    from tritonpatch.ops import linear_relu as lr_op
+    from tritonpatch.ops.linear_relu import linear_relu
+
+    tri = peers.triformer("linear")
+
+    def triformer_build(case: Case, pass_: str):
+        if not tri.available:
+            raise Unavailable(tri.reason)
+        fn = tri.api["linear_relu"]
+        return lambda s: fn(s["x"], s["w"], s["b"])
+
+    def ours(provider: str):
+        return lambda case, pass_: lambda s: linear_relu(s["x"], s["w"], s["b"], provider=provider)
+
+    def no_liger(case: Case, pass_: str):
+        raise Unsupported("Liger-Kernel has no Linear+ReLU")
+
+    def triton_bwd(case: Case, pass_: str):
+        if pass_ == "fwd":
+            raise Unsupported("forward is tritonpatch-cublaslt's")
+        return ours("cublaslt")(case, pass_)
+
+    @contextlib.contextmanager
+    def backward_impl_triton():
+        saved, lr_op.BACKWARD_IMPL = lr_op.BACKWARD_IMPL, "triton"
+        try:
+            yield
+        finally:
+            lr_op.BACKWARD_IMPL = saved
+
+    return [
+        Provider("torch", lambda case, pass_: case.reference),
+        Provider("F.linear (no ReLU)", lambda case, pass_: lambda s: F.linear(s["x"], s["w"], s["b"]),
+                 check=False, note="bound: the GEMM alone, not checked"),
+        harness.compile_provider(ctx, lambda case: lambda x, w, b: F.relu(F.linear(x, w, b)),
+                                 lambda f, s: f(s["x"], s["w"], s["b"])),
+        Provider("liger", no_liger),
+        Provider("triformer", triformer_build,
+                 note="; ".join(filter(None, [tri.note, f"triformer {tri.version}" if tri.version else ""]))),
+        Provider("tritonpatch-cublaslt", ours("cublaslt")),
+        Provider("tritonpatch-triton", ours("triton")),
+    ] + ([Provider("tritonpatch-triton-bwd", triton_bwd, around=backward_impl_triton,
+                   note="cuBLASLt forward, BACKWARD_IMPL='triton'")] if os.environ.get("SUITE_TRITON_BWD") == "1" else [])
 
 
-def run_shape(M: int, K: int, N: int, dtype: torch.dtype, quick: bool) -> list[dict]:
-    x = torch.randn(M, K, device="cuda", dtype=dtype, requires_grad=True)
-    w = (torch.randn(N, K, device="cuda") * K**-0.5).to(dtype).requires_grad_()
-    b = torch.randn(N, device="cuda", dtype=dtype).requires_grad_()
-    dy = torch.randn(M, N, device="cuda", dtype=dtype)
-    reason = op.unsupported(x, w, b)
-
-    def fwd_bwd(f):
-        def run():
-            x.grad = w.grad = b.grad = None
-            f().backward(dy)
-        return run
-
-    fused = lambda: op.linear_relu(x, w, b)  # noqa: E731
-    eager = lambda: F.relu(F.linear(x, w, b))  # noqa: E731
-    linear = lambda: F.linear(x, w, b)  # noqa: E731
-
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        op.linear_relu(x, w, b)  # autotune the forward outside the timings
-    tune_s = time.perf_counter() - t0
-    rows = []
-    flops_f, flops_fb = 2 * M * N * K, 6 * M * N * K
-    with torch.no_grad():
-        t_eager = bench(eager, quick)
-        times = {"F.linear+F.relu": t_eager, "F.linear": bench(linear, quick), "fused": bench(fused, quick)}
-    for name, t in times.items():
-        rows.append(dict(dtype=str(dtype).replace("torch.", ""), M=M, K=K, N=N, pass_="fwd", impl=name, ms=t,
-                         tflops=flops_f / t * 1e-9, speedup=t_eager / t, policy=reason or ""))
-    t_eager_fb = bench(fwd_bwd(eager), quick)
-    times = {"F.linear+F.relu": t_eager_fb, "F.linear": bench(fwd_bwd(linear), quick)}
-    for impl in ("torch", "triton"):
-        op.BACKWARD_IMPL = impl
-        fwd_bwd(fused)()  # autotune the backward kernels outside the timings
-        times[f"fused bwd={impl}"] = bench(fwd_bwd(fused), quick)
-    op.BACKWARD_IMPL = "torch"
-    for name, t in times.items():
-        rows.append(dict(dtype=str(dtype).replace("torch.", ""), M=M, K=K, N=N, pass_="fwd+bwd", impl=name,
-                         ms=t, tflops=flops_fb / t * 1e-9, speedup=t_eager_fb / t, policy=reason or ""))
-    print(f"  ({M}, {K}, {N}) {dtype}: first fused call (autotune) {tune_s:.1f} s", flush=True)
-    return rows
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--csv", type=Path, help="write all rows to this CSV file")
-    ap.add_argument("--quick", action="store_true", help="shorter timings, first two shapes only")
-    ap.add_argument("--no-check", action="store_true", help="skip the correctness check")
-    args = ap.parse_args()
-    assert torch.cuda.is_available(), "needs a CUDA GPU"
-    torch.backends.cuda.matmul.allow_tf32 = False
-    print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | triton {triton.__version__}")
-    start = time.perf_counter()
-    if not args.no_check:
-        if not (check(torch.bfloat16) & check(torch.float16)):
-            print("correctness check FAILED (timings follow anyway)")
-    shapes = [(s, torch.bfloat16) for s in SHAPES] + [(s, torch.float16) for s in FP16_SHAPES]
-    if args.quick:
-        shapes = shapes[:2]
-    rows = []
-    for (M, K, N), dtype in shapes:
-        rows += run_shape(M, K, N, dtype, args.quick)
-        torch.cuda.empty_cache()
-
-    print(f"\n{'dtype':5} {'M':>6} {'K':>5} {'N':>6} {'pass':8} {'impl':18} {'ms':>8} {'TFLOP/s':>8} "
-          f"{'vs lin+relu':>11}  policy")
-    for r in rows:
-        print(f"{r['dtype']:5} {r['M']:6d} {r['K']:5d} {r['N']:6d} {r['pass_']:8} {r['impl']:18} {r['ms']:8.4f} "
-              f"{r['tflops']:8.1f} {r['speedup']:10.2f}x  {r['policy']}")
-    # Best backward per shape, for the lead's per-shape choice.
-    print("\nbackward choice (fwd+bwd ms): shape -> torch / triton -> pick")
-    by = {}
-    for r in rows:
-        if r["pass_"] == "fwd+bwd" and r["impl"].startswith("fused"):
-            by.setdefault((r["dtype"], r["M"], r["K"], r["N"]), {})[r["impl"].split("=")[1]] = r["ms"]
-    for key, d in by.items():
-        print(f"  {key}: {d['torch']:.4f} / {d['triton']:.4f} -> {min(d, key=d.get)}")
-    gm = math.exp(sum(math.log(r["speedup"]) for r in rows if r["impl"] == "fused") /
-                  max(1, sum(1 for r in rows if r["impl"] == "fused")))
-    print(f"geomean fused fwd speedup vs linear+relu: {gm:.2f}x; total {time.perf_counter() - start:.0f} s")
-    if args.csv:
-        write_csv(rows, args.csv)
+def run(ctx: Context) -> list[dict]:
+    harness.configure_dynamo()
+    return harness.run_stage(ctx, "linear_relu", cases(ctx), providers(ctx), env={"TRITONPATCH_SIZE_POLICY": "0"})
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(harness.stage_main("linear_relu", run, __doc__))

@@ -1,175 +1,120 @@
-"""Softmax: tritonpatch (Triton) vs torch.softmax on one CUDA GPU, forward and backward.
+"""Softmax stage of the benchmark suite: forward and forward+backward.
 
-    python benchmarks/bench_softmax.py                 # correctness checks, then the timing table
-    python benchmarks/bench_softmax.py --csv out.csv   # also write the rows as CSV
-    python benchmarks/bench_softmax.py --sweep         # also try launch-heuristic variants per shape
+    python benchmarks/bench_softmax.py [--smoke] [--out DIR | --csv PATH]   (or: run_suite.sh)
 
-Timings: ``triton.testing.do_bench(..., return_mode="median")`` in ms. Backward alone is timed as
-``torch.autograd.grad(y, x, dy, retain_graph=True)`` on an output ``y`` built once.
-Bytes moved (GB/s = bytes / time):
-    forward:  numel * (in_elt + out_elt)            (x read, y written)
-    backward: numel * (2 * out_elt + in_elt)        (y and dy read, dx written)
-``copy`` is the bandwidth of ``dst.copy_(src)`` on 1 GiB of bf16, the practical ceiling.
+Cases, in bf16 / fp16 / fp32:
+- rows: M x N over the last dim, N from 512 to 65536 (2^25 elements each);
+- attn: attention scores (batch*heads, L, L), last dim: (8*16, 512, 512) and (2*16, 2048, 2048);
+- attn->fp32: the same from bf16/fp16 input with ``dtype=torch.float32`` (OPT, ViT, CLIP, GPT-NeoX
+  eager attention): the output is fp32, the input gradient is in the input's dtype;
+- dim1: a softmax over a middle dim, (64, 512, 1024) and (8, 4096, 1024), dim=1.
+Providers: torch eager ``torch.softmax(x, dim, dtype=)``; ``torch.compile`` of it; Liger
+``LigerSoftmaxFunction`` and triformer ``SoftmaxFunction`` (last dim only, no ``dtype=``: for
+attn->fp32 they get ``x.float()``, and that cast is timed with them); tritonpatch
+``tritonpatch.ops.softmax.softmax`` (TRITONPATCH_SIZE_POLICY=0).
+Bytes that must move (GB/s), ie/oe = input/output element size, n = numel:
+    fwd:      n * (ie + oe)              read x, write y
+    fwd+bwd:  n * (2*ie + 3*oe)          fwd, then read y, dy; write dx
+See harness.py for checks and timing.
 """
 from __future__ import annotations
 
-import argparse
-import os
+import harness  # noqa: I001 (first: sets TRITON_INTERPRET for --smoke before triton is imported)
+
+import math
 import sys
 
 import torch
-import triton
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from tritonpatch.ops import softmax as S  # noqa: E402
-from results_io import write_csv  # noqa: E402 (benchmarks/ is on sys.path)
+import peers
+from harness import Case, Context, Provider, Unavailable, Unsupported
 
-# (label, shape, dim, input dtype, dtype= argument)
-CASES = [
-    ("rows", (65536, 512), -1, torch.bfloat16, None),
-    ("rows", (16384, 2048), -1, torch.bfloat16, None),
-    ("rows", (8192, 4096), -1, torch.bfloat16, None),
-    ("rows", (4096, 32768), -1, torch.bfloat16, None),
-    ("rows", (1024, 131072), -1, torch.bfloat16, None),
-    ("opt-attn", (8 * 16, 512, 512), -1, torch.bfloat16, torch.float32),
-    ("dim1", (64, 512, 1024), 1, torch.bfloat16, None),
-    ("dim1-long", (8, 4096, 1024), 1, torch.bfloat16, None),
-]
-
-TUNABLES = ["ROWS_TILE", "LOOP_BLOCK_BYTES", "MAX_SINGLE_N", "MAX_SINGLE_N_BWD", "STRIDED_TILE",
-            "STRIDED_SINGLE_TILE"]
-SWEEP = [
-    {},
-    {"ROWS_TILE": 2048}, {"ROWS_TILE": 8192},
-    {"LOOP_BLOCK_BYTES": 8192}, {"LOOP_BLOCK_BYTES": 32768},
-    {"MAX_SINGLE_N_BWD": 32768},
-    {"STRIDED_TILE": 4096}, {"STRIDED_TILE": 16384, "STRIDED_SINGLE_TILE": 32768},
-]
+F32 = torch.float32
+DTYPES = [torch.bfloat16, torch.float16, torch.float32]  # bf16 first: a spent time budget cuts fp32
+ROWS = [(65536, 512), (16384, 2048), (8192, 4096), (2048, 16384), (1024, 32768), (512, 65536)]
+ATTN = [(8 * 16, 512, 512), (2 * 16, 2048, 2048)]
+DIM1 = [(64, 512, 1024), (8, 4096, 1024)]
+SMOKE = {"rows": [(16, 64), (5, 300)], "attn": [(2, 16, 16)], "dim1": [(2, 16, 8)]}
 
 
-def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    out, ref = out.double(), ref.double()
-    m = ~torch.isnan(ref)
-    if not torch.equal(torch.isnan(out), ~m):
-        return float("inf")
-    return ((out[m] - ref[m]).norm() / ref[m].norm().clamp_min(1e-300)).item()
+def cases(ctx: Context):
+    for dtype in DTYPES:
+        half = dtype != torch.float32
+        for shape in SMOKE["rows"] if ctx.smoke else ROWS:
+            yield make_case(ctx, "rows", shape, -1, dtype, None)
+        for shape in SMOKE["attn"] if ctx.smoke else ATTN:
+            yield make_case(ctx, "attn", shape, -1, dtype, None)
+            if half:
+                yield make_case(ctx, "attn->fp32", shape, -1, dtype, F32)
+        for shape in SMOKE["dim1"] if ctx.smoke else DIM1:
+            yield make_case(ctx, "dim1", shape, 1, dtype, None)
 
 
-def check_correctness(dev: str) -> bool:
-    """A few shapes/paths vs float64, ours must be within 1.5x torch's own error (+1e-6 for fp32)."""
-    ok = True
-    checks = [((300, 1000), -1, torch.bfloat16, None), ((64, 40000), -1, torch.bfloat16, None),
-              ((2, 300000), -1, torch.float32, None), ((16, 512, 512), -1, torch.bfloat16, torch.float32),
-              ((8, 512, 256), 1, torch.float16, None), ((8, 3000, 64), 1, torch.float32, None),
-              ((256, 300), -1, torch.float32, torch.bfloat16), ((512, 64), 0, torch.bfloat16, None)]
-    for shape, dim, dt, odt in checks:
-        x = (torch.randn(shape, device=dev) * 3).to(dt)
-        rows = x.view(-1, x.shape[-1])
-        if rows.shape[0] >= 8:
-            rows[:2].fill_(float("-inf"))  # fully masked rows (dim=-1), partly masked columns otherwise
-        xr = x.detach().clone().requires_grad_(True)
-        xt = x.detach().clone().requires_grad_(True)
-        y, yt = S.softmax(xr, dim, odt), torch.softmax(xt, dim, dtype=odt)
-        x64 = (x if odt is None else x.to(odt)).double().requires_grad_(True)
-        y64 = torch.softmax(x64, dim)
-        dy = torch.randn_like(y)
-        (dx,), (dxt,), (dx64,) = (torch.autograd.grad(a, b, g) for a, b, g in
-                                  ((y, xr, dy), (yt, xt, dy), (y64, x64, dy.double())))
-        fe, fte = rel_err(y, y64), rel_err(yt, y64)
-        be, bte = rel_err(dx, dx64), rel_err(dxt, dx64)
-        good = (fe <= 1.5 * fte + 1e-6 and be <= 1.5 * bte + 1e-6
-                and torch.equal(y.isnan(), yt.isnan()) and torch.equal(dx.isnan(), dxt.isnan()))
-        ok &= good
-        print(f"  check {str(shape):>18} dim={dim:>2} {str(dt)[6:]:>8}->{str(odt or dt)[6:]:<8} "
-              f"fwd err {fe:.2e} (torch {fte:.2e})  bwd err {be:.2e} (torch {bte:.2e})  "
-              f"{'ok' if good else 'FAIL'}")
-    return ok
+def make_case(ctx: Context, label: str, shape: tuple, dim: int, dtype: torch.dtype,
+              out_dtype: torch.dtype | None) -> Case:
+    dev = ctx.device
+    n = math.prod(shape)
+    ie = torch.empty((), dtype=dtype).element_size()
+    oe = torch.empty((), dtype=out_dtype or dtype).element_size()
+
+    def make_set(grad: bool) -> dict:
+        s = {"x": torch.randn(shape, device=dev).mul_(3).to(dtype).requires_grad_(grad)}
+        if grad:
+            s["dy"] = torch.randn(shape, device=dev, dtype=out_dtype or dtype)
+        return s
+
+    dims = "x".join(map(str, shape)) + ("" if dim == -1 else f", dim={dim}")
+    return Case(op="softmax", case=label, shape=dims, dtype=dtype, out_dtype=out_dtype or dtype,
+                make_set=make_set, grad_keys=("x",),
+                reference=lambda s: torch.softmax(s["x"], dim, dtype=None if s["x"].dtype == torch.float64
+                                                  else out_dtype),
+                set_bytes=n * (ie + oe),
+                bytes={"fwd": n * (ie + oe), "fwd+bwd": n * (2 * ie + 3 * oe)},
+                params={"dim": dim, "dtype_arg": out_dtype})
 
 
-def bench(fn) -> float:
-    return triton.testing.do_bench(fn, warmup=10, rep=40, return_mode="median")
+def providers(ctx: Context) -> list[Provider]:
+    from tritonpatch.ops.softmax import softmax
+
+    def peer_provider(name: str, peer: peers.Peer, extra: tuple) -> Provider:
+        def build(case: Case, pass_: str):
+            if not peer.available:
+                raise Unavailable(peer.reason)
+            if case.params["dim"] != -1:
+                raise Unsupported("last dim only")
+            fn, cast = peer.api["softmax"], case.params["dtype_arg"]
+            if cast is None:
+                return lambda s: fn(s["x"], *extra)
+            return lambda s: fn(s["x"].to(cast), *extra)
+        note = lambda case: "; ".join(filter(None, [  # noqa: E731
+            peer.note, "no dtype=: x.float() first (timed)" if case.params["dtype_arg"] is not None else ""]))
+        return Provider(name, build, note=note)
+
+    def torch_fn(case: Case):
+        dim, odt = case.params["dim"], case.params["dtype_arg"]
+        return lambda x: torch.softmax(x, dim, dtype=odt)
+
+    def eager(case: Case, pass_: str):
+        dim, odt = case.params["dim"], case.params["dtype_arg"]
+        return lambda s: torch.softmax(s["x"], dim, dtype=odt)
+
+    def ours(case: Case, pass_: str):
+        dim, odt = case.params["dim"], case.params["dtype_arg"]
+        return lambda s: softmax(s["x"], dim, odt)
+
+    return [
+        Provider("torch", eager),
+        harness.compile_provider(ctx, torch_fn, lambda f, s: f(s["x"])),
+        peer_provider("liger", peers.liger(), ()),
+        peer_provider("triformer", peers.triformer("softmax"), (False,)),  # is_causal=False
+        Provider("tritonpatch", ours),
+    ]
 
 
-def copy_gbps(dev: str) -> float:
-    src = torch.empty(512 * 1024 * 1024, dtype=torch.bfloat16, device=dev).normal_()
-    dst = torch.empty_like(src)
-    ms = bench(lambda: dst.copy_(src))
-    return 2 * src.numel() * 2 / ms / 1e6
-
-
-def time_case(shape, dim, dt, odt, dev):
-    x = torch.randn(shape, device=dev, dtype=dt).mul_(3).requires_grad_(True)
-    n = x.numel()
-    ie = x.element_size()
-    oe = torch.empty((), dtype=odt or dt).element_size()
-    fb, bb = n * (ie + oe), n * (2 * oe + ie)
-    with torch.no_grad():
-        f_t = bench(lambda: torch.softmax(x, dim, dtype=odt))
-        f_o = bench(lambda: S.softmax(x, dim, odt))
-    yt = torch.softmax(x, dim, dtype=odt)
-    yo = S.softmax(x, dim, odt)
-    dy = torch.randn_like(yt)
-    b_t = bench(lambda: torch.autograd.grad(yt, x, dy, retain_graph=True))
-    b_o = bench(lambda: torch.autograd.grad(yo, x, dy, retain_graph=True))
-    return f_t, f_o, b_t, b_o, fb, bb
-
-
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--csv", help="write the table rows to this CSV file")
-    ap.add_argument("--sweep", action="store_true", help="time launch-heuristic variants per shape")
-    args = ap.parse_args()
-    if not torch.cuda.is_available():
-        print("needs a CUDA GPU")
-        return 1
-    dev = "cuda"
-    torch.manual_seed(0)
-    print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  triton {triton.__version__}")
-    print("correctness:")
-    ok = check_correctness(dev)
-    peak = copy_gbps(dev)
-    print(f"copy bandwidth: {peak:.0f} GB/s\n")
-
-    hdr = (f"{'case':<10}{'shape':>18}{'dim':>4} {'dtype':<15}| {'fwd ms torch/ours':>18} "
-           f"{'GB/s ours':>9} {'%copy':>6} {'x':>5} | {'bwd ms torch/ours':>18} {'GB/s ours':>9} "
-           f"{'%copy':>6} {'x':>5} | {'f+b x':>5}")
-    print(hdr)
-    print("-" * len(hdr))
-    rows = []
-    for label, shape, dim, dt, odt in CASES:
-        f_t, f_o, b_t, b_o, fb, bb = time_case(shape, dim, dt, odt, dev)
-        fg, bg = fb / f_o / 1e6, bb / b_o / 1e6
-        dts = f"{str(dt)[6:]}" + (f"->{str(odt)[6:]}" if odt else "")
-        print(f"{label:<10}{str(shape):>18}{dim:>4} {dts:<15}| {f_t:8.4f}/{f_o:<9.4f} {fg:9.0f} "
-              f"{100 * fg / peak:5.0f}% {f_t / f_o:5.2f} | {b_t:8.4f}/{b_o:<9.4f} {bg:9.0f} "
-              f"{100 * bg / peak:5.0f}% {b_t / b_o:5.2f} | {(f_t + b_t) / (f_o + b_o):5.2f}")
-        rows.append(dict(case=label, shape="x".join(map(str, shape)), dim=dim, dtype=str(dt)[6:],
-                         out_dtype=str(odt or dt)[6:], fwd_ms_torch=f_t, fwd_ms_ours=f_o,
-                         fwd_gbps_torch=fb / f_t / 1e6, fwd_gbps_ours=fg, bwd_ms_torch=b_t, bwd_ms_ours=b_o,
-                         bwd_gbps_torch=bb / b_t / 1e6, bwd_gbps_ours=bg, copy_gbps=peak,
-                         fwd_speedup=f_t / f_o, bwd_speedup=b_t / b_o,
-                         fwd_bwd_speedup=(f_t + b_t) / (f_o + b_o)))
-    if args.csv:
-        write_csv(rows, args.csv)
-
-    if args.sweep:
-        print("\nsweep (ours only, ms fwd / bwd; default first):")
-        saved = {k: getattr(S, k) for k in TUNABLES}
-        for label, shape, dim, dt, odt in CASES:
-            parts = []
-            for variant in SWEEP:
-                for k, v in variant.items():
-                    setattr(S, k, v)
-                try:
-                    _, f_o, _, b_o, _, _ = time_case(shape, dim, dt, odt, dev)
-                    parts.append(f"{variant or 'default'}: {f_o:.4f}/{b_o:.4f}")
-                finally:
-                    for k, v in saved.items():
-                        setattr(S, k, v)
-            print(f"{label} {shape} dim={dim}:\n    " + "\n    ".join(parts))
-    print("\ncorrectness:", "ok" if ok else "FAILED")
-    return 0 if ok else 2
+def run(ctx: Context) -> list[dict]:
+    harness.configure_dynamo()
+    return harness.run_stage(ctx, "softmax", cases(ctx), providers(ctx), env={"TRITONPATCH_SIZE_POLICY": "0"})
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(harness.stage_main("softmax", run, __doc__))
