@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn.modules import module as _module_mod
 
 from .ops import layer_norm as layer_norm_op
+from .ops import library
 from .ops import linear_relu as linear_relu_op
 from .ops import softmax as softmax_op
 from .patching.records import LayerRecord
@@ -130,7 +131,10 @@ class LayerNormBehaviour(_PatchedModule):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 (torch's own name)
         original = self._tp_original_class.forward
-        if torch.compiler.is_compiling():  # first, so that tracing sees nothing else
+        if torch.compiler.is_compiling():  # first: while tracing, the custom op or torch (nothing counted)
+            shape = tuple(self.normalized_shape)
+            if library.traced_unsupported("layer_norm", input, shape, self.weight, self.bias, self.eps) is None:
+                return library.layer_norm(input, shape, self.weight, self.bias, self.eps)
             return original(self, input)
         state = STATES.get(self)
         if state is None:
@@ -287,6 +291,9 @@ class LinearReluBehaviour(_PatchedModule):
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002
         original = self._tp_original_class.forward
         if torch.compiler.is_compiling():
+            # The pair's proof checks the caller's frame, which tracing has no access to; a fused output
+            # handed to a caller that wants the pre-activation would be wrong, so compiled code gets
+            # torch's Linear (Inductor fuses the bias and ReLU into its own kernels).
             return original(self, input)
         state = STATES.get(self)
         if state is None or not _at_accepted_site(state.sites):

@@ -172,12 +172,7 @@ def _softmax_backward(ctx: Any, dy: Tensor) -> Tuple[Optional[Tensor], None, Non
 @_custom_op("tritonpatch::linear_relu_fwd")
 def _linear_relu_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     """relu(x @ weight^T + bias): x (..., K), weight (N, K), bias (N,) or None -> (..., N) in x's dtype."""
-    x2 = linear_relu_op._flat(x)
-    if linear_relu_op.forward_provider(x) == "cublaslt":
-        y2 = linear_relu_op._forward_cublaslt(x2, weight, bias)
-    else:
-        y2 = linear_relu_op._forward(x2, weight, bias)
-    return y2.view(*x.shape[:-1], weight.shape[0])
+    return linear_relu_op._fused(x, weight, bias, linear_relu_op.forward_provider(x))
 
 
 def _linear_relu_setup(ctx: Any, inputs: Tuple[Any, ...], output: Tensor) -> None:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import layers
+from ..ops import library
 from .function_swap import FunctionSwap
 
 _tls = threading.local()
@@ -64,9 +65,14 @@ def _owner_state() -> layers.LayerState | None:
 
 def _route(x: Any, dim: Any, dtype: Any, call_torch: Callable[[], torch.Tensor]) -> torch.Tensor:
     """Send one softmax call to the patched behaviour if a patched model made it, else to torch."""
-    if torch.compiler.is_compiling() or getattr(_tls, "busy", False) or type(x) is not torch.Tensor:
-        # torch.compile (tracing, or fake tensors propagating through it), our own fallback's inner
-        # call, or a tensor subclass: torch's softmax (Inductor fuses its own)
+    if torch.compiler.is_compiling():
+        # Tracing: there is no Python stack of the model to find the calling module on, so every call
+        # traced while a patch is active that the custom op can take goes to it (nothing is counted)
+        if library.traced_unsupported("softmax", x, dim, dtype) is None:
+            return library.softmax(x, dim, dtype)
+        return call_torch()
+    if getattr(_tls, "busy", False) or type(x) is not torch.Tensor:
+        # our own fallback's inner call, or a tensor subclass: torch's softmax
         return call_torch()
     state = _owner_state()
     if state is None:
