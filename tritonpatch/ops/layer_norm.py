@@ -36,6 +36,7 @@ from tritonpatch.ops.common import (
     next_power_of_2,
     same_dtype_reason,
 )
+from tritonpatch.ops import size_policy
 from tritonpatch.ops.launch import FastKernel
 
 __all__ = ["unsupported", "layer_norm"]
@@ -71,7 +72,8 @@ def unsupported(x: torch.Tensor, normalized_shape: tuple[int, ...], weight: torc
 
     Reasons (stable text): the device (CPU without ``TRITON_INTERPRET=1``, non-CUDA devices, tensors on
     different devices), dtype (only fp32/fp16/bf16), mixed dtypes between input and parameters, autocast
-    enabled, or a call torch itself would reject (shape mismatch; torch then raises its own error).
+    enabled, a call torch itself would reject (shape mismatch; torch then raises its own error), or a
+    size where torch is faster (:mod:`tritonpatch.ops.size_policy`).
     There is no width limit and no layout condition (non-contiguous inputs are handled by the op).
     """
     reason = (device_reason(x, weight, bias) or dtype_reason(x) or same_dtype_reason(x, weight, bias)
@@ -86,6 +88,10 @@ def unsupported(x: torch.Tensor, normalized_shape: tuple[int, ...], weight: torc
         return "weight shape does not match normalized_shape"
     if bias is not None and tuple(bias.shape) != shape:
         return "bias shape does not match normalized_shape"
+    training = torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad)
+                                            or (bias is not None and bias.requires_grad))
+    if size_policy.torch_is_faster("layer_norm", x.numel() * x.element_size(), training):
+        return size_policy.REASON
     return None
 
 

@@ -34,6 +34,7 @@ from torch import Tensor
 from tritonpatch.ops import common
 from tritonpatch.ops import layer_norm as layer_norm_op
 from tritonpatch.ops import linear_relu as linear_relu_op
+from tritonpatch.ops import size_policy as size_policy_mod
 from tritonpatch.ops import softmax as softmax_op
 
 # No ``from __future__ import annotations`` here: torch.library reads the custom ops' schemas from
@@ -367,9 +368,11 @@ def _linear_relu_reason(x: Any, weight: Tensor, bias: Optional[Tensor]) -> Optio
     size_policy, fp32_falls_back = _linear_relu_policy(x.device.type)
     if x.dtype == torch.float32 and fp32_falls_back:
         return "fp32 without TF32 is faster in torch"
-    # linear_relu.torch_is_faster's rule; not called itself, as it reads the configuration again
-    if size_policy and 2 * math.prod(x.shape[:-1]) * weight.shape[0] * x.shape[-1] < linear_relu_op.MIN_FLOPS:
-        return "torch is faster at this size"
+    # the inference threshold of size_policy (compiled code has no Python autograd node per call);
+    # not torch_is_faster itself, which reads the configuration again
+    flops = 2 * math.prod(x.shape[:-1]) * weight.shape[0] * x.shape[-1]
+    if size_policy and flops < size_policy_mod.MIN_SIZE["linear_relu"][0]:
+        return size_policy_mod.REASON
     return None
 
 

@@ -26,15 +26,10 @@ import torch
 from torch import Tensor
 
 from tritonpatch.kernels import linear_relu as _k
-from tritonpatch.ops import common
+from tritonpatch.ops import common, size_policy
 
-__all__ = ["unsupported", "linear_relu", "torch_is_faster", "use_triton_backward", "MIN_FLOPS",
-           "BACKWARD_IMPL", "FP32_IEEE_FALLS_BACK"]
-
-#: Size policy: below this many forward FLOPs (2*M*N*K) PyTorch is assumed faster (launch overhead,
-#: too few tiles for the SMs). PLACEHOLDER, not measured: the lead sets it from H100 runs of
-#: benchmarks/bench_linear_relu.py. 2*128*1024*1024 ~ 0.27 GFLOP.
-MIN_FLOPS = 2 * 128 * 1024 * 1024
+__all__ = ["unsupported", "linear_relu", "torch_is_faster", "use_triton_backward", "BACKWARD_IMPL",
+           "FP32_IEEE_FALLS_BACK"]
 
 #: Backward GEMMs: "torch" (cuBLAS, default), "triton" (masked Triton GEMM), or "auto" to ask
 #: :func:`use_triton_backward`'s per-shape rule. Measured on an H100 80GB HBM3, 2026-11-26 (bf16
@@ -106,15 +101,11 @@ def _input_precision(dtype: torch.dtype) -> str:
     return "tf32"
 
 
-def torch_is_faster(M: int, N: int, K: int, dtype: torch.dtype) -> bool:
-    """Size policy: True when PyTorch's ``relu(linear)`` is expected to beat the fused kernel.
-
-    Placeholder rule: problems under :data:`MIN_FLOPS` forward FLOPs. Never True under the interpreter
-    (there the point is to run the kernel).
-    """
-    if not common.size_policy_on():
-        return False
-    return 2 * M * N * K < MIN_FLOPS
+def torch_is_faster(M: int, N: int, K: int, training: bool = False) -> bool:
+    """Size policy: True when PyTorch's ``relu(linear)`` is expected to beat the fused call for an
+    (M, K) x (K, N) problem: under the measured FLOP thresholds of :mod:`tritonpatch.ops.size_policy`
+    (higher when autograd records the call). Never True under the interpreter."""
+    return size_policy.torch_is_faster("linear_relu", 2 * M * N * K, training)
 
 
 def use_triton_backward(M: int, N: int, K: int, dtype: torch.dtype) -> bool:
@@ -149,8 +140,10 @@ def unsupported(x: Tensor, weight: Tensor, bias: Tensor | None) -> str | None:
     K = x.shape[-1]
     N = weight.shape[0]
     M = math.prod(x.shape[:-1])
-    if torch_is_faster(M, N, K, x.dtype):
-        return "torch is faster at this size"
+    training = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                            or (bias is not None and bias.requires_grad))
+    if torch_is_faster(M, N, K, training):
+        return size_policy.REASON
     return None
 
 

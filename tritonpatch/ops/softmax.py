@@ -41,6 +41,7 @@ from tritonpatch.ops.common import (
     new_output,
     next_power_of_2,
 )
+from tritonpatch.ops import size_policy
 from tritonpatch.ops.launch import FastKernel
 
 __all__ = ["unsupported", "softmax"]
@@ -69,8 +70,9 @@ def unsupported(x: Tensor, dim: int | None, dtype: torch.dtype | None = None) ->
 
     Reasons are short and stable: ``"dim is None"`` (torch's implicit-dim legacy path always falls back),
     ``"dim out of range"`` (torch raises the error), dtype reasons for x or for ``dtype``
-    (e.g. ``"dtype torch.float64 is not supported"``), device reasons, ``"autocast is enabled"``
-    and ``"layout torch.sparse_coo is not supported"``.
+    (e.g. ``"dtype torch.float64 is not supported"``), device reasons, ``"autocast is enabled"``,
+    ``"layout torch.sparse_coo is not supported"`` and sizes where torch is faster
+    (:mod:`tritonpatch.ops.size_policy`).
     """
     if dim is None:
         return "dim is None"
@@ -86,7 +88,13 @@ def unsupported(x: Tensor, dim: int | None, dtype: torch.dtype | None = None) ->
     nd = max(x.dim(), 1)
     if not isinstance(dim, int) or not -nd <= dim < nd:
         return "dim out of range"
-    return autocast_reason(x.device.type)
+    reason = autocast_reason(x.device.type)
+    if reason:
+        return reason
+    training = x.requires_grad and torch.is_grad_enabled()
+    if size_policy.torch_is_faster("softmax", x.numel() * x.element_size(), training):
+        return size_policy.REASON
+    return None
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,0 +1,64 @@
+"""The size policy: below the measured sizes a call falls back with "torch is faster at this size", and
+training (an autograd node per call) needs a larger size than inference. Meta tensors stand in for the
+large inputs (only their sizes are read)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tritonpatch.ops import common, size_policy
+from tritonpatch.ops import layer_norm as ln_op
+from tritonpatch.ops import softmax as sm_op
+
+MiB = 2 ** 20
+
+
+@pytest.fixture
+def policy_on(monkeypatch):
+    """The policy as on a GPU: on, and the device check passed (meta tensors stand in for CUDA ones)."""
+    monkeypatch.setenv("TRITONPATCH_SIZE_POLICY", "1")
+    monkeypatch.setattr(common, "interpreting", lambda: False)
+    monkeypatch.setattr(ln_op, "device_reason", lambda *t: None)
+    monkeypatch.setattr(sm_op, "device_reason", lambda *t: None)
+    monkeypatch.setattr(ln_op, "autocast_reason", lambda *t: None)
+    monkeypatch.setattr(sm_op, "autocast_reason", lambda *t: None)
+
+
+def _meta(*shape, dtype=torch.bfloat16, requires_grad=False):
+    return torch.empty(*shape, dtype=dtype, device="meta", requires_grad=requires_grad)
+
+
+def test_layer_norm_thresholds(policy_on):
+    small = _meta(4096, 1024)                     # 8 MiB: an OPT-350m LayerNorm at batch 8 x 512
+    large = _meta(32768, 1024)                    # 64 MiB
+    w = _meta(1024)
+    assert ln_op.unsupported(small, (1024,), w, w, 1e-5) == size_policy.REASON
+    assert ln_op.unsupported(large, (1024,), w, w, 1e-5) is None
+    wg = _meta(1024, requires_grad=True)          # training: the weight wants a gradient
+    assert ln_op.unsupported(large, (1024,), wg, w, 1e-5) == size_policy.REASON
+    with torch.no_grad():                         # ... unless autograd is off
+        assert ln_op.unsupported(large, (1024,), wg, w, 1e-5) is None
+    assert ln_op.unsupported(_meta(65536, 1024), (1024,), wg, w, 1e-5) is None  # 128 MiB
+
+
+def test_softmax_thresholds(policy_on):
+    attn = _meta(8, 16, 512, 512)                 # OPT eager attention scores, 64 MiB
+    assert sm_op.unsupported(attn, -1, torch.float32) is None
+    assert sm_op.unsupported(_meta(8, 16, 512, 256), -1) == size_policy.REASON
+    assert sm_op.unsupported(_meta(8, 16, 512, 512, requires_grad=True), -1) == size_policy.REASON
+    assert sm_op.unsupported(_meta(8, 32, 512, 512, requires_grad=True), -1) is None
+
+
+def test_policy_off_under_the_interpreter_and_by_env(monkeypatch):
+    monkeypatch.setenv("TRITONPATCH_SIZE_POLICY", "1")
+    monkeypatch.setattr(common, "interpreting", lambda: True)
+    assert not size_policy.torch_is_faster("layer_norm", 1, training=True)
+    monkeypatch.setattr(common, "interpreting", lambda: False)
+    assert size_policy.torch_is_faster("layer_norm", 1, training=False)
+    monkeypatch.setenv("TRITONPATCH_SIZE_POLICY", "0")
+    assert not size_policy.torch_is_faster("softmax", 1, training=False)
+
+
+def test_every_op_has_a_higher_bar_in_training():
+    for op, (inference, training) in size_policy.MIN_SIZE.items():
+        assert 0 < inference <= training, op
