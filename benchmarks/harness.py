@@ -463,7 +463,13 @@ def run_case(ctx: Context, case: Case, providers: list[Provider], sink: Sink) ->
 
 def run_stage(ctx: Context, op: str, cases: Iterable[Case], providers: list[Provider],
               env: dict[str, str] | None = None) -> list[dict]:
-    """Run ``cases`` (a lazy iterable, so inputs are made one case at a time) into ``<out>/<op>.csv``."""
+    """Run ``cases`` (a lazy iterable, so inputs are made one case at a time) into ``<out>/<op>.csv``.
+
+    ``SUITE_DTYPES`` (e.g. ``"fp32"`` or ``"bf16 fp16"``) keeps only the cases of those dtypes.
+    """
+    only = os.environ.get("SUITE_DTYPES", "").split()
+    if only:
+        cases = (c for c in cases if short_dtype_str(dtype_name(c.dtype)) in only)
     sink = Sink(ctx, ctx.csv_path(op))
     saved = {k: os.environ.get(k) for k in (env or {})}
     os.environ.update(env or {})
