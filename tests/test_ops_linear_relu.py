@@ -261,6 +261,8 @@ def test_size_policy_and_fp32_policy(monkeypatch):
     assert not op.torch_is_faster(8192, 4096, 1024)          # 68.7 GFLOP: measured faster patched
     assert op.torch_is_faster(8192, 4096, 1024, training=True)  # but not in training at that size
     assert not op.torch_is_faster(16384, 4096, 1024, training=True)
+    assert op.torch_is_faster(8192, 16384, 4096)               # large K: plain GEMM + ReLU is faster
+    assert not op.torch_is_faster(128 * 1024, 4096, 1024)
     monkeypatch.setattr(common, "device_reason", lambda *t: None)  # pretend the CPU tensors are CUDA ones
     tiny = torch.randn(2, 8), torch.randn(3, 8), None
     assert op.unsupported(*tiny) == "fp32 without TF32 is faster in torch"

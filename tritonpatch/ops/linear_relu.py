@@ -101,11 +101,23 @@ def _input_precision(dtype: torch.dtype) -> str:
     return "tf32"
 
 
+#: Large-K GEMMs where the fused epilogue loses to torch's plain GEMM + ReLU: the ReLU pass is a small part
+#: of the work there, and cuBLASLt's epilogue kernel is slower than cuBLAS's plain GEMM. Measured on an
+#: H100 80GB HBM3, 2026-11-26 (benchmark suite, bf16 forward, x = vs F.linear + F.relu):
+#: 8192x4096->16384 0.92x, 4096x16384->4096 0.86x (fp16 0.96x, 0.91x); at K <= 1024 the fused call wins
+#: (8192x768->3072 1.52x, 16384x1024->4096 1.44x), and at M <= 128 too (128x4096->4096 1.13x).
+LARGE_K = 4096
+LARGE_K_MIN_M = 4096
+
+
 def torch_is_faster(M: int, N: int, K: int, training: bool = False) -> bool:
     """Size policy: True when PyTorch's ``relu(linear)`` is expected to beat the fused call for an
     (M, K) x (K, N) problem: under the measured FLOP thresholds of :mod:`tritonpatch.ops.size_policy`
-    (higher when autograd records the call). Never True under the interpreter."""
-    return size_policy.torch_is_faster("linear_relu", 2 * M * N * K, training)
+    (higher when autograd records the call), or a large-K GEMM (:data:`LARGE_K`). Never True under the
+    interpreter."""
+    if size_policy.torch_is_faster("linear_relu", 2 * M * N * K, training):
+        return True
+    return common.size_policy_on() and K >= LARGE_K and M >= LARGE_K_MIN_M
 
 
 def use_triton_backward(M: int, N: int, K: int, dtype: torch.dtype) -> bool:
