@@ -62,3 +62,18 @@ def test_policy_off_under_the_interpreter_and_by_env(monkeypatch):
 def test_every_op_has_a_higher_bar_in_training():
     for op, (inference, training) in size_policy.MIN_SIZE.items():
         assert 0 < inference <= training, op
+
+
+def test_measured_choices_log_at_info_real_fallbacks_warn(caplog):
+    import logging
+
+    from tritonpatch.patching.records import LayerRecord
+    rec = LayerRecord("encoder.norm", "layer_norm")
+    with caplog.at_level(logging.INFO, logger="tritonpatch"):
+        rec.count(size_policy.REASON)
+        rec.count(size_policy.REASON)
+        rec.count("dtype torch.float64 is not supported")
+    levels = [(r.levelno, r.getMessage().split(": ")[-1]) for r in caplog.records]
+    assert levels == [(logging.INFO, size_policy.REASON),
+                      (logging.WARNING, "dtype torch.float64 is not supported")]
+    assert rec.fallback_reasons == {size_policy.REASON: 2, "dtype torch.float64 is not supported": 1}

@@ -4,7 +4,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+from ..ops import linear_relu as linear_relu_op
+from ..ops import size_policy
+
 logger = logging.getLogger("tritonpatch")
+
+#: Fallback reasons that are the library's own measured choices, logged at INFO rather than WARNING.
+EXPECTED_REASONS = frozenset({size_policy.REASON, linear_relu_op.CUBLASLT_NOTE})
 
 #: The kinds of patched layer, in report order.
 KINDS = ("layer_norm", "softmax", "linear_relu")
@@ -31,8 +37,8 @@ class LayerRecord:
     def count(self, reason: str | None) -> None:
         """Count one call: on Triton when ``reason`` is None, else a fallback for that reason.
 
-        The first fallback of this layer for each reason is logged as a warning on the
-        ``tritonpatch`` logger.
+        The first fallback of this layer for each reason is logged on the ``tritonpatch`` logger: as a
+        warning, or at INFO for the library's own measured choices (:data:`EXPECTED_REASONS`).
         """
         if reason is None:
             self.triton_calls += 1
@@ -41,7 +47,10 @@ class LayerRecord:
         seen = self.fallback_reasons.get(reason)
         self.fallback_reasons[reason] = (seen or 0) + 1
         if seen is None:
-            logger.warning("%s %r falls back to PyTorch: %s", self.kind, self.name, reason)
+            # a measured choice (torch is faster, cuBLASLt's fused epilogue) is information; anything
+            # else (dtype, device, layout, ...) is worth a warning
+            level = logging.INFO if reason in EXPECTED_REASONS else logging.WARNING
+            logger.log(level, "%s %r falls back to PyTorch: %s", self.kind, self.name, reason)
 
     def reset(self) -> None:
         """Set the counts back to zero (the record itself stays)."""
