@@ -300,10 +300,11 @@ def test_no_width_limit(device):
 
 
 def test_launch_configs_cover_widths():
-    """The heuristics pick sane tiles: power-of-two blocks covering the row when fused, 4..16 warps."""
-    for n in [1, 3, 127, 768, 1000, 1024, 4096, 4097, 8192, 16384, 16385, 65536, 262144]:
+    """The heuristics pick sane tiles: power-of-two blocks covering the row when fused, 4..16 warps (32 for
+    a 32768-wide row held in registers)."""
+    for n in [1, 3, 127, 768, 1000, 1024, 4096, 4097, 8192, 16384, 16385, 32768, 32769, 65536, 262144]:
         fused, block, rows, warps = ln_mod._fwd_config(n)
-        assert 4 <= warps <= 16 and rows >= 1 and block & (block - 1) == 0
+        assert 4 <= warps <= (32 if fused and block == 32768 else 16) and rows >= 1 and block & (block - 1) == 0
         assert (block >= n) == fused or not fused
         fused_b, block_b, rows_b, warps_b, per_sm = ln_mod._bwd_config(n, 2)
         assert 4 <= warps_b <= 16 and per_sm >= 1

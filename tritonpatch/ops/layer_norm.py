@@ -7,7 +7,7 @@ For ``x`` of shape ``(*, *normalized_shape)`` with ``N = prod(normalized_shape)`
 
 Same semantics and output dtype as :func:`torch.nn.functional.layer_norm`. Statistics and all
 accumulations are fp32; fp32, fp16 and bf16 inputs are taken. Any width runs on Triton: rows up to
-``FUSED_FWD_MAX`` (fwd) / ``FUSED_BWD_MAX`` (bwd) wide are held in registers, wider rows are walked in
+``FUSED_FWD_MAX`` (fwd, 32768) / ``FUSED_BWD_MAX`` (bwd, 8192) wide are held in registers, wider rows are walked in
 chunks (see ``tritonpatch/kernels/layer_norm.py``).
 
 Layout: the kernels read rows with a row stride and contiguous elements, so an input whose leading dims
@@ -41,8 +41,11 @@ from tritonpatch.ops.launch import FastKernel
 
 __all__ = ["unsupported", "layer_norm"]
 
-#: Widest row the forward keeps whole in registers; wider rows use the chunked (looped) kernel.
-FUSED_FWD_MAX = 16384
+#: Widest row the forward keeps whole in registers; wider rows use the chunked (looped) kernel, which
+#: reads each row twice. Measured on an H100 80GB HBM3, 2026-11-26 (benchmarks/sweep_wide.py, % of the
+#: copy ceiling): at 32768 the one-pass kernel with 32 warps reaches 95% (bf16) / 97% (fp32) against the
+#: chunked kernel's 73% / 67%; at 65536 it spills and drops to 44-51%, below the chunked kernel's 66%.
+FUSED_FWD_MAX = 32768
 #: Widest row the backward keeps whole in registers (with fp32 dw/db accumulators); wider rows compute
 #: per-row c1/c2 first, then dx and dw/db partials per column block (reads x and dy twice).
 FUSED_BWD_MAX = 8192
@@ -108,13 +111,14 @@ def _fwd_config(n: int) -> tuple[bool, int, int, int]:
 
     Fused: the row tile is (ROWS, next_pow2(n)) with ROWS*BLOCK_N ~ 4096 for narrow rows (several rows
     per program, 2-D tile) and one row per program from 4096 up; warps = tile/512 in [4, 16], i.e. 8 to 32
-    fp32 elements per thread. Wider than FUSED_FWD_MAX: one row per program in 8192 chunks, 16 warps.
+    fp32 elements per thread, and 32 warps for a 32768-wide row (16 warps: 81-93% of copy there, 32: 95-97%).
+    Wider than FUSED_FWD_MAX: one row per program in 8192 chunks, 16 warps.
     """
     if n > FUSED_FWD_MAX:
         return False, _FWD_LOOP_BLOCK, 1, 16
     block = next_power_of_2(n)
     rows = _clamp(_TILE // block, 1, 64)
-    warps = _clamp(rows * block // 512, 4, 16)
+    warps = 32 if block >= 32768 else _clamp(rows * block // 512, 4, 16)
     return True, block, rows, warps
 
 

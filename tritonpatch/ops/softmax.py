@@ -50,8 +50,11 @@ __all__ = ["unsupported", "softmax"]
 # widths); they are part of the config cache key, so changing them takes effect on the next call.
 #: widest row (elements, after rounding up to a power of two) held in registers in one pass (forward)
 MAX_SINGLE_N = 32768
-#: same for the backward, which holds two rows (y, dy): at 32768 it would spill at 32 warps (64 regs)
-MAX_SINGLE_N_BWD = 16384
+#: same for the backward, which holds two rows (y, dy). Measured on an H100 80GB HBM3, 2026-11-26
+#: (benchmarks/sweep_wide.py, bf16, % of copy): at 32768 one pass reaches 87% (1024 rows) / 96% (4096
+#: rows) against the looped kernel's 67% / 68%; wider rows take the looped kernel (60% at 512x65536,
+#: no looped config did better than 61%).
+MAX_SINGLE_N_BWD = 32768
 #: elements per program for narrow rows (several rows per program)
 ROWS_TILE = 4096
 #: bytes of one chunk of the looped kernels (per tensor read)
