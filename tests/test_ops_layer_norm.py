@@ -72,7 +72,8 @@ def _check(x, normalized_shape, w=None, b=None, eps=1e-5, dy=None):
 # Widths and dtypes
 # ---------------------------------------------------------------------------------------------------
 # (rows, width): 1, 3, 127 and 1000 run several rows per program; 4097 one row per program; 9000 uses
-# the wide (column-blocked) backward; 20000 also the chunked forward.
+# the wide (column-blocked) backward; 20000 a 32768-wide register tile in the forward. The chunked
+# forward (wider than 32768): test_width_65536.
 SHAPES = [(5, 1), (7, 3), (9, 127), (6, 1000), (3, 4097), (3, 9000), (2, 20000)]
 
 
@@ -83,6 +84,15 @@ def test_matches_reference(device, dtype, m, n):
     w = _rand((n,), dtype, device)
     b = _rand((n,), dtype, device)
     _check(x, (n,), w, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_width_32768_in_registers(device, dtype):
+    """The widest row the forward holds whole (FUSED_FWD_MAX, 32 warps)."""
+    n = ln_mod.FUSED_FWD_MAX
+    assert n == 32768 and ln_mod._fwd_config(n)[0] and not ln_mod._fwd_config(n + 1)[0]
+    x = _rand((2, n), dtype, device)
+    _check(x, (n,), _rand((n,), dtype, device), _rand((n,), dtype, device))
 
 
 def test_width_65536(device):

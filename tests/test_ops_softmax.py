@@ -155,6 +155,15 @@ def test_wide_rows(dtype, device):
     _check_backward(x, -1)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rows_32768_one_pass(dtype, device):
+    """The widest rows held in registers, forward and backward (MAX_SINGLE_N = MAX_SINGLE_N_BWD = 32768)."""
+    assert S.MAX_SINGLE_N == S.MAX_SINGLE_N_BWD == 32768
+    x = _rand((2, 32768), dtype, device)
+    _check_forward(x, -1)
+    _check_backward(x, -1)
+
+
 @pytest.mark.parametrize("shape,dim", [((2, 1500, 20), 1), ((3000, 3), 0)])
 def test_wide_strided(shape, dim, device):
     """Long reductions over a non-last dim (looped strided kernel; one-pass 4096 x 4 tile for (3000, 3))."""
