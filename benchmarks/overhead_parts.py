@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import gc
-import time
 
 import torch
 import torch.nn.functional as F
@@ -15,18 +14,7 @@ import tritonpatch
 from tritonpatch.ops import layer_norm as ln_op
 from tritonpatch.ops import linear_relu as lr_op
 from tritonpatch.ops import softmax as sm_op
-
-
-def us(fn, n: int = 2000) -> float:
-    for _ in range(50):
-        fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    t1 = time.perf_counter()
-    torch.cuda.synchronize()
-    return (t1 - t0) / n * 1e6
+from timing import cpu_us  # noqa: E402 (benchmarks/ is on sys.path)
 
 
 class Pair(nn.Module):
@@ -54,40 +42,40 @@ def main() -> None:
     soft = Soft()
     rows = []
     with torch.no_grad():
-        rows.append(("F.layer_norm", us(lambda: F.layer_norm(x, (64,), w, b))))
-        rows.append(("nn.LayerNorm module", us(lambda: ln(x))))
-        rows.append(("ln unsupported()", us(lambda: ln_op.unsupported(x, (64,), w, b, 1e-5))))
-        rows.append(("ln_op.layer_norm", us(lambda: ln_op.layer_norm(x, (64,), w, b))))
-        rows.append(("ln _forward (launch)", us(lambda: ln_op._forward(x, w, b, 1e-5, False))))
+        rows.append(("F.layer_norm", cpu_us(lambda: F.layer_norm(x, (64,), w, b))))
+        rows.append(("nn.LayerNorm module", cpu_us(lambda: ln(x))))
+        rows.append(("ln unsupported()", cpu_us(lambda: ln_op.unsupported(x, (64,), w, b, 1e-5))))
+        rows.append(("ln_op.layer_norm", cpu_us(lambda: ln_op.layer_norm(x, (64,), w, b))))
+        rows.append(("ln _forward (launch)", cpu_us(lambda: ln_op._forward(x, w, b, 1e-5, False))))
         with tritonpatch.patch(ln):
-            rows.append(("patched LayerNorm module", us(lambda: ln(x))))
-        rows.append(("F.linear + relu", us(lambda: F.relu(F.linear(x, pair.fc.weight, pair.fc.bias)))))
-        rows.append(("_addmm_activation", us(lambda: torch._addmm_activation(pair.fc.bias, x, pair.fc.weight.t()))))
-        rows.append(("pair module", us(lambda: pair(x))))
-        rows.append(("lr unsupported()", us(lambda: lr_op.unsupported(x, pair.fc.weight, pair.fc.bias))))
-        rows.append(("lr_op cublaslt", us(lambda: lr_op.linear_relu(x, pair.fc.weight, pair.fc.bias, "cublaslt"))))
-        rows.append(("lr_op triton", us(lambda: lr_op.linear_relu(x, pair.fc.weight, pair.fc.bias, "triton"))))
+            rows.append(("patched LayerNorm module", cpu_us(lambda: ln(x))))
+        rows.append(("F.linear + relu", cpu_us(lambda: F.relu(F.linear(x, pair.fc.weight, pair.fc.bias)))))
+        rows.append(("_addmm_activation", cpu_us(lambda: torch._addmm_activation(pair.fc.bias, x, pair.fc.weight.t()))))
+        rows.append(("pair module", cpu_us(lambda: pair(x))))
+        rows.append(("lr unsupported()", cpu_us(lambda: lr_op.unsupported(x, pair.fc.weight, pair.fc.bias))))
+        rows.append(("lr_op cublaslt", cpu_us(lambda: lr_op.linear_relu(x, pair.fc.weight, pair.fc.bias, "cublaslt"))))
+        rows.append(("lr_op triton", cpu_us(lambda: lr_op.linear_relu(x, pair.fc.weight, pair.fc.bias, "triton"))))
         with tritonpatch.patch(pair):
-            rows.append(("patched pair module", us(lambda: pair(x))))
-        rows.append(("softmax module", us(lambda: soft(x))))
-        rows.append(("sm unsupported()", us(lambda: sm_op.unsupported(x, -1, torch.float32))))
-        rows.append(("sm_op.softmax", us(lambda: sm_op.softmax(x, -1, torch.float32))))
+            rows.append(("patched pair module", cpu_us(lambda: pair(x))))
+        rows.append(("softmax module", cpu_us(lambda: soft(x))))
+        rows.append(("sm unsupported()", cpu_us(lambda: sm_op.unsupported(x, -1, torch.float32))))
+        rows.append(("sm_op.softmax", cpu_us(lambda: sm_op.softmax(x, -1, torch.float32))))
         with tritonpatch.patch(soft):
-            rows.append(("patched softmax module", us(lambda: soft(x))))
-            rows.append(("F.softmax outside the model, patched", us(lambda: F.softmax(x, dim=-1))))
+            rows.append(("patched softmax module", cpu_us(lambda: soft(x))))
+            rows.append(("F.softmax outside the model, patched", cpu_us(lambda: F.softmax(x, dim=-1))))
     xg = x.detach().requires_grad_()
     dy = torch.randn_like(x)
-    rows.append(("LayerNorm fwd+bwd torch", us(lambda: ln(xg).backward(dy), 500)))
+    rows.append(("LayerNorm fwd+bwd torch", cpu_us(lambda: ln(xg).backward(dy), 500)))
     with tritonpatch.patch(ln):
-        rows.append(("LayerNorm fwd+bwd patched", us(lambda: ln(xg).backward(dy), 500)))
+        rows.append(("LayerNorm fwd+bwd patched", cpu_us(lambda: ln(xg).backward(dy), 500)))
     gc.disable()
     with tritonpatch.patch(ln):
-        rows.append(("LayerNorm fwd+bwd patched, gc off", us(lambda: ln(xg).backward(dy), 500)))
+        rows.append(("LayerNorm fwd+bwd patched, gc off", cpu_us(lambda: ln(xg).backward(dy), 500)))
     gc.enable()
     x2 = x.detach()
     mean = torch.zeros(64, device=dev)
     rows.append(("ln _backward (launches)",
-                 us(lambda: ln_op._backward(x2, dy, w, mean, mean, True, True, True, dt), 500)))
+                 cpu_us(lambda: ln_op._backward(x2, dy, w, mean, mean, True, True, True, dt), 500)))
     for name, v in rows:
         print(f"{name:40s} {v:8.1f} us")
     import cProfile

@@ -12,6 +12,7 @@ from torch import nn
 
 import tritonpatch
 from bench_e2e import build  # noqa: E402
+from timing import cpu_us  # noqa: E402 (benchmarks/ is on sys.path)
 
 
 class Identity(torch.autograd.Function):
@@ -24,29 +25,18 @@ class Identity(torch.autograd.Function):
         return g
 
 
-def us(fn, n=1000):
-    for _ in range(50):
-        fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / n * 1e6
-
-
 def main() -> None:
     x = torch.randn(64, 64, device="cuda", requires_grad=True)
     g = torch.randn(64, 64, device="cuda")
     ln = nn.LayerNorm(64).cuda()
-    print(f"x.mul(2).backward            {us(lambda: x.mul(2).backward(g)):7.1f} us")
-    print(f"Identity.apply().backward    {us(lambda: Identity.apply(x).backward(g)):7.1f} us")
-    print(f"Identity.apply() only        {us(lambda: Identity.apply(x)):7.1f} us")
-    print(f"torch LN fwd+bwd             {us(lambda: ln(x).backward(g)):7.1f} us")
+    print(f"x.mul(2).backward            {cpu_us(lambda: x.mul(2).backward(g)):7.1f} us")
+    print(f"Identity.apply().backward    {cpu_us(lambda: Identity.apply(x).backward(g)):7.1f} us")
+    print(f"Identity.apply() only        {cpu_us(lambda: Identity.apply(x)):7.1f} us")
+    print(f"torch LN fwd+bwd             {cpu_us(lambda: ln(x).backward(g)):7.1f} us")
     with tritonpatch.patch(ln):
-        print(f"patched LN fwd+bwd           {us(lambda: ln(x).backward(g)):7.1f} us")
-        print(f"patched LN fwd only (grad)   {us(lambda: ln(x)):7.1f} us")
-    print(f"torch LN fwd only (grad)     {us(lambda: ln(x)):7.1f} us")
+        print(f"patched LN fwd+bwd           {cpu_us(lambda: ln(x).backward(g)):7.1f} us")
+        print(f"patched LN fwd only (grad)   {cpu_us(lambda: ln(x)):7.1f} us")
+    print(f"torch LN fwd only (grad)     {cpu_us(lambda: ln(x)):7.1f} us")
 
     model = build("opt-350m", "eager", layers=6).to("cuda", torch.bfloat16).train()
     ids = torch.randint(0, 1000, (8, 512), device="cuda")

@@ -4,12 +4,12 @@
 """
 from __future__ import annotations
 
-import time
 
 import torch
 import triton
 import triton.language as tl
 from triton import knobs
+from timing import cpu_us  # noqa: E402 (benchmarks/ is on sys.path)
 
 
 @triton.jit
@@ -19,18 +19,6 @@ def _copy(x_ptr, y_ptr, w_ptr, b_ptr, m_ptr, r_ptr, stride, n, M, N, eps,
     offs = tl.arange(0, BLOCK)
     v = tl.load(x_ptr + pid * stride + offs, mask=offs < n)
     tl.store(y_ptr + pid * stride + offs, v, mask=offs < n)
-
-
-def us(fn, n=5000):
-    for _ in range(100):
-        fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    t1 = time.perf_counter()
-    torch.cuda.synchronize()
-    return (t1 - t0) / n * 1e6
 
 
 def main() -> None:
@@ -46,11 +34,11 @@ def main() -> None:
 
     def direct():
         run(64, 1, 1, raw_stream(dev), fn, meta, None, None, None, *allargs)
-    print(f"jit launch          {us(lambda: _copy[(64,)](*args, **kw, num_warps=4)):.2f} us")
-    print(f"direct launch       {us(direct):.2f} us")
-    print(f"torch.empty_like    {us(lambda: torch.empty_like(x)):.2f} us")
-    print(f"x.data_ptr()%16     {us(lambda: x.data_ptr() % 16):.2f} us")
-    print(f"raw stream          {us(lambda: raw_stream(dev)):.2f} us")
+    print(f"jit launch          {cpu_us(lambda: _copy[(64,)](*args, **kw, num_warps=4)):.2f} us")
+    print(f"direct launch       {cpu_us(direct):.2f} us")
+    print(f"torch.empty_like    {cpu_us(lambda: torch.empty_like(x)):.2f} us")
+    print(f"x.data_ptr()%16     {cpu_us(lambda: x.data_ptr() % 16):.2f} us")
+    print(f"raw stream          {cpu_us(lambda: raw_stream(dev)):.2f} us")
     direct()
     torch.testing.assert_close(y, x)
     print("direct launch wrote the right values; launch hook:", knobs.runtime.launch_enter_hook)
