@@ -25,6 +25,7 @@ from .ops import layer_norm as layer_norm_op
 from .ops import library
 from .ops import linear_relu as linear_relu_op
 from .ops import softmax as softmax_op
+from .ops.common import any_autocast
 from .patching.records import LayerRecord
 
 
@@ -75,6 +76,8 @@ def autocast_dtype(op: str, x: torch.Tensor) -> torch.dtype | None:
     not written down here but learned, once per (op, device type, input dtype, autocast dtype), by
     running torch's op through the dispatcher (no Python wrapper in between) on a 1x2 probe.
     """
+    if not any_autocast():  # one C call when autocast is off everywhere
+        return None
     device_type = x.device.type
     if not torch.is_autocast_enabled(device_type):
         return None

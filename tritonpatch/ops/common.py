@@ -18,6 +18,18 @@ import torch
 P = ParamSpec("P")
 R = TypeVar("R")
 
+_ANY_AUTOCAST = getattr(torch._C, "_is_any_autocast_enabled", None)  # torch >= 2.3
+
+
+def any_autocast() -> bool:
+    """False when autocast is off on every device (one C call, checked before any per-device check).
+
+    Eager use only (the patched layers' own dispatch): traced code keeps torch's per-device check, which
+    torch.compile knows.
+    """
+    return _ANY_AUTOCAST is None or bool(_ANY_AUTOCAST())
+
+
 #: dtypes every kernel takes; statistics and accumulators are always fp32.
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 

@@ -90,7 +90,12 @@ def _route(x: Any, dim: Any, dtype: Any, call_torch: Callable[[], torch.Tensor])
 
 def _f_softmax(input: torch.Tensor, dim: int | None = None, _stacklevel: int = 3,  # noqa: A002
                dtype: torch.dtype | None = None) -> torch.Tensor:
-    original = SWAP.original("torch.nn.functional.softmax")
+    if dim is not None and type(input) is torch.Tensor:
+        # F.softmax with a dim is Tensor.softmax: call that original directly, so a fallback does not go
+        # through the Tensor.softmax wrapper a second time
+        method = SWAP.original("Tensor.softmax")
+        return _route(input, dim, dtype, lambda: method(input, dim, dtype=dtype))
+    original = SWAP.original("torch.nn.functional.softmax")  # dim=None (legacy warning) or a subclass
     return _route(input, dim, dtype, lambda: original(input, dim, _stacklevel, dtype))
 
 
