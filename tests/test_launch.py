@@ -22,6 +22,22 @@ def test_key_separates_what_triton_specializes_on():
     assert key((1e-5,)) == key((1e-6,))  # floats are not specialized (always fp32)
 
 
+def test_key_is_at_least_as_fine_as_tritons_own_specialization():
+    """Two argument lists that Triton would compile differently never share a cache key (checked against
+    Triton's own specializer, so a Triton upgrade that specializes on more shows up here)."""
+    spec = pytest.importorskip("triton._C.libtriton").native_specialize_impl
+    from triton.backends.compiler import BaseBackend
+
+    base = torch.randn(64)
+    pool = [0, 1, 2, 15, 16, 17, 32, -1, -16, 2 ** 31 - 1, 2 ** 31, 2 ** 31 + 16, 2 ** 63, 0.5, 1.0, True, False,
+            None, base[:8], base[1:9], base[4:12], base[:8].half(), base[:8].bfloat16(), base[:8].double()]
+    tritons = [spec(BaseBackend, a, False, True, True) for a in pool]
+    for i, a in enumerate(pool):
+        for j, b in enumerate(pool):
+            if tritons[i] != tritons[j]:
+                assert launch._arg_key((a,)) != launch._arg_key((b,)), (a, b, tritons[i], tritons[j])
+
+
 @pytest.mark.skipif(INTERPRET, reason="the direct path is CUDA only (the interpreter always goes through Triton)")
 def test_direct_launch_matches_triton_and_splits_on_alignment():
     assert launch.fast_launch_enabled()

@@ -14,7 +14,7 @@ Triton's own specialization, so a cached kernel is only reused for arguments Tri
 the same kernel for:
 
 * tensors: dtype, and whether the data pointer is 16-byte aligned (Triton's ``tt.divisibility``);
-* ints: equal to 1, divisible by 16, and whether they fit in int32 (Triton's i32 / i64 choice);
+* ints: equal to 1, divisible by 16, and whether they fit in int32 or int64 (Triton's i32 / i64 / u64);
 * floats, bools, None: type (and value, for bools and None);
 * constexprs by name and value, ``num_warps``, ``num_stages``, and the current CUDA device.
 
@@ -74,7 +74,8 @@ def _arg_key(args: tuple) -> tuple:
     for a in args:
         t = type(a)
         if t is int:
-            append(1 if a == 1 else (2 if a % 16 == 0 else 3) + (0 if _INT32_MIN <= a <= _INT32_MAX else 4))
+            append(1 if a == 1 else (2 if a % 16 == 0 else 3)
+                   + (0 if _INT32_MIN <= a <= _INT32_MAX else (4 if a < 2 ** 63 else 8)))  # i32 / i64 / u64
         elif t is torch.Tensor or t is torch.nn.Parameter:
             append(a.dtype)
             append(a.data_ptr() % 16 == 0)
