@@ -74,3 +74,25 @@ def test_launch_hooks_take_tritons_own_path():
     finally:
         knobs.runtime.launch_enter_hook.remove(hook)
     assert len(seen) == 2
+
+
+def test_data_device_is_the_first_tensors():
+    x = torch.randn(2)
+    assert launch._data_device((x, 3)) is None                 # CPU data: nothing to switch to
+    assert launch._data_device((3, 1.0, None)) is None
+
+
+@pytest.mark.skipif(INTERPRET or torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_kernels_run_on_the_tensors_device_not_the_current_one():
+    """A model spread over GPUs: tensors on cuda:1 while cuda:0 is current (device_map="auto")."""
+    from tritonpatch.ops import softmax as sm_op
+    torch.cuda.set_device(0)
+    x = torch.randn(64, 256, device="cuda:1")
+    w = torch.randn(256, device="cuda:1")
+    for _ in range(2):  # Triton's own path, then the direct one
+        y = ln_op.layer_norm(x, (256,), w, w, 1e-5)
+        s = sm_op.softmax(x, -1)
+        torch.cuda.synchronize(1)
+        assert y.device == x.device and s.device == x.device
+        torch.testing.assert_close(y, torch.nn.functional.layer_norm(x, (256,), w, w, 1e-5), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(s, torch.softmax(x, -1), rtol=1e-5, atol=1e-6)

@@ -7,6 +7,7 @@ cause).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import os
@@ -122,6 +123,14 @@ def new_output(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype, device: 
     if poisoning() and out.is_floating_point():
         out.fill_(float("nan"))
     return out
+
+
+def on_data_device(t: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Make ``t``'s CUDA device current for a Triton launch (Triton launches on the current device; a
+    model spread over GPUs has tensors elsewhere). A no-op context when it already is, or off CUDA."""
+    if t.is_cuda and t.device.index != torch.cuda.current_device():
+        return torch.cuda.device(t.device)
+    return contextlib.nullcontext()
 
 
 _INTERPRETER_LOCK = threading.RLock()

@@ -90,6 +90,14 @@ def _arg_key(args: tuple) -> tuple:
     return tuple(key)
 
 
+def _data_device(args: tuple) -> int | None:
+    """The CUDA device index of the first tensor among ``args`` (the kernel's data), None if it is not CUDA."""
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            return a.device.index if a.is_cuda else None
+    return None
+
+
 class _Compiled:
     """What a direct launch needs from one compiled kernel."""
 
@@ -120,10 +128,18 @@ class FastKernel:
 
     def _launch(self, grid: tuple[int, ...], *args: Any, num_warps: int = 4, num_stages: int | None = None,
                 **constexprs: Any) -> None:
+        # Triton launches on the *current* CUDA device; the tensors may live on another one (a model
+        # spread over GPUs, e.g. device_map="auto"). Launch on theirs.
+        device = _data_device(args)
+        if device is not None and device != torch.cuda.current_device():
+            with torch.cuda.device(device):
+                self._launch(grid, *args, num_warps=num_warps, num_stages=num_stages, **constexprs)
+            return
         if not fast_launch_enabled() or _hooks_active():
             self._slow(grid, args, num_warps, num_stages, constexprs)
             return
-        device = torch.cuda.current_device()
+        if device is None:
+            device = torch.cuda.current_device()
         key = (device, num_warps, num_stages, tuple(constexprs.items()), _arg_key(args))
         entry = self._cache.get(key)
         if entry is None:

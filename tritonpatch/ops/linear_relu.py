@@ -168,18 +168,19 @@ def _forward(x2: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     if M == 0 or N == 0:
         return y
     grid = lambda meta: (common.cdiv(M, meta["BLOCK_M"]) * common.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
-    _k.linear_relu_fwd_kernel[grid](
-        x2, weight, bias if bias is not None else x2, y,
-        M, N, K,
-        x2.stride(0), x2.stride(1),
-        weight.stride(0), weight.stride(1),
-        bias.stride(0) if bias is not None else 0,
-        y.stride(0), y.stride(1),
-        _m_bucket(M),
-        HAS_BIAS=bias is not None,
-        UPCAST=common.interpreting() and x2.dtype != torch.float32,
-        INPUT_PRECISION=_input_precision(x2.dtype),
-    )
+    with common.on_data_device(x2):
+        _k.linear_relu_fwd_kernel[grid](
+            x2, weight, bias if bias is not None else x2, y,
+            M, N, K,
+            x2.stride(0), x2.stride(1),
+            weight.stride(0), weight.stride(1),
+            bias.stride(0) if bias is not None else 0,
+            y.stride(0), y.stride(1),
+            _m_bucket(M),
+            HAS_BIAS=bias is not None,
+            UPCAST=common.interpreting() and x2.dtype != torch.float32,
+            INPUT_PRECISION=_input_precision(x2.dtype),
+        )
     return y
 
 
@@ -191,18 +192,19 @@ def _masked_matmul(a: Tensor, ymask: Tensor, b: Tensor, want_sum: bool) -> tuple
     c = common.new_output((P, Q), b.dtype, b.device)
     s = common.new_output((P,), b.dtype, b.device) if want_sum else None
     grid = lambda meta: (common.cdiv(P, meta["BLOCK_M"]) * common.cdiv(Q, meta["BLOCK_N"]),)  # noqa: E731
-    _k.masked_matmul_kernel[grid](
-        a, ymask, b, c, s if s is not None else c,
-        P, Q, R,
-        a.stride(0), a.stride(1),
-        ymask.stride(0), ymask.stride(1),
-        b.stride(0), b.stride(1),
-        c.stride(0), c.stride(1),
-        _m_bucket(P), _m_bucket(R),
-        HAS_SUM=want_sum,
-        UPCAST=common.interpreting() and b.dtype != torch.float32,
-        INPUT_PRECISION=_input_precision(b.dtype),
-    )
+    with common.on_data_device(b):
+        _k.masked_matmul_kernel[grid](
+            a, ymask, b, c, s if s is not None else c,
+            P, Q, R,
+            a.stride(0), a.stride(1),
+            ymask.stride(0), ymask.stride(1),
+            b.stride(0), b.stride(1),
+            c.stride(0), c.stride(1),
+            _m_bucket(P), _m_bucket(R),
+            HAS_SUM=want_sum,
+            UPCAST=common.interpreting() and b.dtype != torch.float32,
+            INPUT_PRECISION=_input_precision(b.dtype),
+        )
     return c, s
 
 
