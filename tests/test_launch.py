@@ -78,8 +78,8 @@ def test_launch_hooks_take_tritons_own_path():
 
 def test_data_device_is_the_first_tensors():
     x = torch.randn(2)
-    assert launch._data_device((x, 3)) is None                 # CPU data: nothing to switch to
-    assert launch._data_device((3, 1.0, None)) is None
+    assert launch.data_device((x, 3)) is None                 # CPU data: nothing to switch to
+    assert launch.data_device((3, 1.0, None)) is None
 
 
 @pytest.mark.skipif(INTERPRET or torch.cuda.device_count() < 2, reason="needs two CUDA devices")

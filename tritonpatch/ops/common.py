@@ -86,6 +86,14 @@ def same_dtype_reason(x: torch.Tensor, *others: torch.Tensor | None) -> str | No
     return None
 
 
+def records_grad(*tensors: torch.Tensor | None) -> bool:
+    """True when autograd records a call on these tensors: grad mode is on and one of them (None entries
+    skipped) requires grad. Decides both the autograd path of an op and the size policy's training bar."""
+    if not torch.is_grad_enabled():
+        return False
+    return any(t is not None and t.requires_grad for t in tensors)
+
+
 def autocast_reason(device_type: str) -> str | None:
     """Reason to fall back when autocast is on for this device type, or None.
 
@@ -125,11 +133,24 @@ def new_output(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype, device: 
     return out
 
 
+def data_device(args: tuple) -> int | None:
+    """The CUDA device index of the first tensor among ``args`` (a kernel's data), None if it is not CUDA.
+
+    Triton launches on the *current* device; a model spread over GPUs (``device_map="auto"``) has its
+    tensors elsewhere, so launchers compare this with the current device and switch when they differ.
+    """
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            return a.device.index if a.is_cuda else None
+    return None
+
+
 def on_data_device(t: torch.Tensor) -> contextlib.AbstractContextManager:
-    """Make ``t``'s CUDA device current for a Triton launch (Triton launches on the current device; a
-    model spread over GPUs has tensors elsewhere). A no-op context when it already is, or off CUDA."""
-    if t.is_cuda and t.device.index != torch.cuda.current_device():
-        return torch.cuda.device(t.device)
+    """Make ``t``'s CUDA device current for a Triton launch (see :func:`data_device`); a no-op context when
+    it already is, or off CUDA."""
+    device = data_device((t,))
+    if device is not None and device != torch.cuda.current_device():
+        return torch.cuda.device(device)
     return contextlib.nullcontext()
 
 

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import torch
 
-from tritonpatch.ops.common import interpreting
+from tritonpatch.ops.common import data_device, interpreting
 
 try:  # triton >= 3.3: launch hooks live in triton.knobs
     from triton import knobs as _knobs
@@ -90,14 +90,6 @@ def _arg_key(args: tuple) -> tuple:
     return tuple(key)
 
 
-def _data_device(args: tuple) -> int | None:
-    """The CUDA device index of the first tensor among ``args`` (the kernel's data), None if it is not CUDA."""
-    for a in args:
-        if isinstance(a, torch.Tensor):
-            return a.device.index if a.is_cuda else None
-    return None
-
-
 class _Compiled:
     """What a direct launch needs from one compiled kernel."""
 
@@ -128,9 +120,8 @@ class FastKernel:
 
     def _launch(self, grid: tuple[int, ...], *args: Any, num_warps: int = 4, num_stages: int | None = None,
                 **constexprs: Any) -> None:
-        # Triton launches on the *current* CUDA device; the tensors may live on another one (a model
-        # spread over GPUs, e.g. device_map="auto"). Launch on theirs.
-        device = _data_device(args)
+        # Triton launches on the current CUDA device; launch on the tensors' one (common.data_device)
+        device = data_device(args)
         if device is not None and device != torch.cuda.current_device():
             with torch.cuda.device(device):
                 self._launch(grid, *args, num_warps=num_warps, num_stages=num_stages, **constexprs)

@@ -34,6 +34,7 @@ from tritonpatch.ops.common import (
     launcher,
     new_output,
     next_power_of_2,
+    records_grad,
     same_dtype_reason,
 )
 from tritonpatch.ops import size_policy
@@ -91,9 +92,7 @@ def unsupported(x: torch.Tensor, normalized_shape: tuple[int, ...], weight: torc
         return "weight shape does not match normalized_shape"
     if bias is not None and tuple(bias.shape) != shape:
         return "bias shape does not match normalized_shape"
-    training = torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad)
-                                            or (bias is not None and bias.requires_grad))
-    if size_policy.torch_is_faster("layer_norm", x.numel() * x.element_size(), training):
+    if size_policy.torch_is_faster("layer_norm", x.numel() * x.element_size(), records_grad(x, weight, bias)):
         return size_policy.REASON
     return None
 
@@ -339,8 +338,7 @@ def layer_norm(x: torch.Tensor, normalized_shape: tuple[int, ...], weight: torch
     assumes the call is supported.
     """
     n = normalized_shape if isinstance(normalized_shape, int) else math.prod(normalized_shape)
-    if torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad)
-                                    or (bias is not None and bias.requires_grad)):
+    if records_grad(x, weight, bias):
         return _LayerNormFunction.apply(x, weight, bias, n, eps)
     # Inference: no autograd node and no statistics written.
     x2 = _rows_view(x, n)

@@ -242,8 +242,7 @@ def layer_norm(x: Tensor, normalized_shape: Union[int, Sequence[int]], weight: O
     needed). The fp32 per-row mean and rstd are stored only when a gradient may be asked for.
     Callers check ``traced_unsupported("layer_norm", ...)`` first; this assumes the call is supported.
     """
-    store_stats = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, weight, bias))
+    store_stats = common.records_grad(x, weight, bias)
     y, _, _ = torch.ops.tritonpatch.layer_norm_fwd(x, _as_list(normalized_shape), weight, bias, eps,
                                                    store_stats)
     return y
@@ -368,10 +367,9 @@ def _linear_relu_reason(x: Any, weight: Tensor, bias: Optional[Tensor]) -> Optio
     size_policy, fp32_falls_back = _linear_relu_policy(x.device.type)
     if x.dtype == torch.float32 and fp32_falls_back:
         return "fp32 without TF32 is faster in torch"
-    # the inference threshold of size_policy (compiled code has no Python autograd node per call);
-    # not torch_is_faster itself, which reads the configuration again
-    flops = 2 * math.prod(x.shape[:-1]) * weight.shape[0] * x.shape[-1]
-    if size_policy and flops < size_policy_mod.MIN_SIZE["linear_relu"][0]:
+    # the eager rule at its inference bar (compiled code has no Python autograd node per call); not
+    # torch_is_faster itself, which reads the configuration again
+    if size_policy and linear_relu_op.slower_than_torch(math.prod(x.shape[:-1]), weight.shape[0], x.shape[-1]):
         return size_policy_mod.REASON
     return None
 

@@ -110,14 +110,17 @@ LARGE_K = 4096
 LARGE_K_MIN_M = 4096
 
 
+def slower_than_torch(M: int, N: int, K: int, training: bool = False) -> bool:
+    """The measured rule alone (no configuration read): PyTorch's ``relu(linear)`` beats the fused call for
+    an (M, K) x (K, N) problem under the FLOP thresholds of :mod:`tritonpatch.ops.size_policy` (higher
+    when autograd records the call), and for a large-K GEMM (:data:`LARGE_K`)."""
+    return (size_policy.below_threshold("linear_relu", 2 * M * N * K, training)
+            or (K >= LARGE_K and M >= LARGE_K_MIN_M))
+
+
 def torch_is_faster(M: int, N: int, K: int, training: bool = False) -> bool:
-    """Size policy: True when PyTorch's ``relu(linear)`` is expected to beat the fused call for an
-    (M, K) x (K, N) problem: under the measured FLOP thresholds of :mod:`tritonpatch.ops.size_policy`
-    (higher when autograd records the call), or a large-K GEMM (:data:`LARGE_K`). Never True under the
-    interpreter."""
-    if size_policy.torch_is_faster("linear_relu", 2 * M * N * K, training):
-        return True
-    return common.size_policy_on() and K >= LARGE_K and M >= LARGE_K_MIN_M
+    """Size policy: :func:`slower_than_torch`, while the policy is on (never under the interpreter)."""
+    return common.size_policy_on() and slower_than_torch(M, N, K, training)
 
 
 def use_triton_backward(M: int, N: int, K: int, dtype: torch.dtype) -> bool:
@@ -152,9 +155,7 @@ def unsupported(x: Tensor, weight: Tensor, bias: Tensor | None) -> str | None:
     K = x.shape[-1]
     N = weight.shape[0]
     M = math.prod(x.shape[:-1])
-    training = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                            or (bias is not None and bias.requires_grad))
-    if torch_is_faster(M, N, K, training):
+    if torch_is_faster(M, N, K, common.records_grad(x, weight, bias)):
         return size_policy.REASON
     return None
 
@@ -280,7 +281,6 @@ def linear_relu(x: Tensor, weight: Tensor, bias: Tensor | None = None, provider:
     Assumes :func:`unsupported` returned None for these arguments.
     """
     provider = provider or forward_provider(x)
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                    or (bias is not None and bias.requires_grad)):
+    if common.records_grad(x, weight, bias):
         return _LinearReLU.apply(x, weight, bias, provider)
     return _fused(x, weight, bias, provider)  # inference: no autograd node

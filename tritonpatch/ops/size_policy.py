@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from tritonpatch.ops import common
 
-__all__ = ["MIN_SIZE", "REASON", "torch_is_faster"]
+__all__ = ["MIN_SIZE", "REASON", "below_threshold", "torch_is_faster"]
 
 _MiB = 2 ** 20
 
@@ -43,14 +43,18 @@ MIN_SIZE: dict[str, tuple[int, int]] = {
 REASON = "torch is faster at this size"
 
 
-def torch_is_faster(op: str, size: int, training: bool) -> bool:
-    """True when torch's own op is expected to beat the patched call for a problem of ``size``.
+def below_threshold(op: str, size: int, training: bool) -> bool:
+    """The measured rule alone (no configuration read): ``size`` under ``op``'s threshold.
 
     ``op`` is ``"layer_norm"``, ``"softmax"`` or ``"linear_relu"``; ``size`` is the input's bytes
     (LayerNorm, softmax) or the forward FLOPs 2*M*N*K (Linear+ReLU); ``training`` says whether autograd
-    records the call. Always False while the size policy is off.
+    records the call.
     """
-    if not common.size_policy_on():
-        return False
     inference, train = MIN_SIZE[op]
     return size < (train if training else inference)
+
+
+def torch_is_faster(op: str, size: int, training: bool) -> bool:
+    """True when torch's own op is expected to beat the patched call (:func:`below_threshold`). Always
+    False while the size policy is off."""
+    return common.size_policy_on() and below_threshold(op, size, training)

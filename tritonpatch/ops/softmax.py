@@ -40,6 +40,7 @@ from tritonpatch.ops.common import (
     launcher,
     new_output,
     next_power_of_2,
+    records_grad,
 )
 from tritonpatch.ops import size_policy
 from tritonpatch.ops.launch import FastKernel
@@ -94,8 +95,7 @@ def unsupported(x: Tensor, dim: int | None, dtype: torch.dtype | None = None) ->
     reason = autocast_reason(x.device.type)
     if reason:
         return reason
-    training = x.requires_grad and torch.is_grad_enabled()
-    if size_policy.torch_is_faster("softmax", x.numel() * x.element_size(), training):
+    if size_policy.torch_is_faster("softmax", x.numel() * x.element_size(), records_grad(x)):
         return size_policy.REASON
     return None
 
@@ -319,6 +319,6 @@ def softmax(x: Tensor, dim: int, dtype: torch.dtype | None = None) -> Tensor:
     """
     d = dim + max(x.dim(), 1) if dim < 0 else dim
     out_dtype = x.dtype if dtype is None else dtype
-    if x.requires_grad and torch.is_grad_enabled():
+    if records_grad(x):
         return _SoftmaxFunction.apply(x, d, out_dtype)
     return _forward(x, d, out_dtype)
