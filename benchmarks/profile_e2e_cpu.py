@@ -32,6 +32,17 @@ def issue_ms(fn, iters: int = 10) -> float:
     return sorted(out)[len(out) // 2]
 
 
+def syncs_in(fn) -> list:
+    """The warnings of torch's sync debug mode raised by one call of ``fn`` (one per host-device sync)."""
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fn()
+    torch.cuda.set_sync_debug_mode(0)
+    return caught
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=24)
@@ -46,12 +57,7 @@ def main() -> None:
     for _ in range(3):
         fwd()
     print(f"torch   : gpu-timed fwd {cuda_ms(fwd, 10):.2f} ms, issue {issue_ms(fwd):.2f} ms")
-    torch.cuda.set_sync_debug_mode("warn")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        fwd()
-    torch.cuda.set_sync_debug_mode(0)
-    print(f"syncs in one unpatched forward: {len(caught)}")
+    print(f"syncs in one unpatched forward: {len(syncs_in(fwd))}")
     for kind in ("layer_norm", "softmax", "linear_relu"):
         with tritonpatch.patch(model, **{k: k == kind for k in ("layer_norm", "softmax", "linear_relu")}):
             for _ in range(3):
@@ -61,12 +67,7 @@ def main() -> None:
         for _ in range(3):
             fwd()
         print(f"patched : gpu-timed fwd {cuda_ms(fwd, 10):.2f} ms, issue {issue_ms(fwd):.2f} ms")
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("warn")
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            fwd()
-        torch.cuda.set_sync_debug_mode(0)
+        caught = syncs_in(fwd)
         print(f"syncs in one patched forward: {len(caught)}")
         for w in caught[:3]:
             print("  ", str(w.message)[:160])
