@@ -10,7 +10,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,
 python -c "import sys, torch, triton, transformers; print('python', sys.version.split()[0], 'torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name())"
 date -u +%Y-%m-%dT%H:%MZ
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
-  timeout "${TEST_TIMEOUT:-300}" python -m pytest -q -x -p no:cacheprovider ${TESTS:-tests} 2>&1 | tee "$out/pytest.log" | tail -25
+  timeout "${TEST_TIMEOUT:-300}" python -m pytest -q ${PYTEST_X--x} -p no:cacheprovider ${TESTS:-tests} 2>&1 | tee "$out/pytest.log" | tail -25
 fi
 for b in "$@"; do
   echo "== $b"
