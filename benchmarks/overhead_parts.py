@@ -46,7 +46,7 @@ def main() -> None:
         rows.append(("nn.LayerNorm module", cpu_us(lambda: ln(x))))
         rows.append(("ln unsupported()", cpu_us(lambda: ln_op.unsupported(x, (64,), w, b, 1e-5))))
         rows.append(("ln_op.layer_norm", cpu_us(lambda: ln_op.layer_norm(x, (64,), w, b))))
-        rows.append(("ln _forward (launch)", cpu_us(lambda: ln_op._forward(x, w, b, 1e-5, False))))
+        rows.append(("ln _forward (launch)", cpu_us(lambda: ln_op.forward_rows(x, 64, w, b, 1e-5, False))))
         with tritonpatch.patch(ln):
             rows.append(("patched LayerNorm module", cpu_us(lambda: ln(x))))
         rows.append(("F.linear + relu", cpu_us(lambda: F.relu(F.linear(x, pair.fc.weight, pair.fc.bias)))))
@@ -75,7 +75,7 @@ def main() -> None:
     x2 = x.detach()
     mean = torch.zeros(64, device=dev)
     rows.append(("ln _backward (launches)",
-                 cpu_us(lambda: ln_op._backward(x2, dy, w, mean, mean, True, True, True, dt), 500)))
+                 cpu_us(lambda: ln_op._backward(x2, dy, w, mean, mean, True, True, True, dt, x2.shape), 500)))
     for name, v in rows:
         print(f"{name:40s} {v:8.1f} us")
     import cProfile

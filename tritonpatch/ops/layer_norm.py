@@ -188,12 +188,23 @@ layer_norm_bwd_row_stats_kernel = FastKernel(_k.layer_norm_bwd_row_stats_kernel)
 layer_norm_bwd_kernel = FastKernel(_k.layer_norm_bwd_kernel)
 layer_norm_bwd_reduce_kernel = FastKernel(_k.layer_norm_bwd_reduce_kernel)
 
+def _rows(x: torch.Tensor, n: int) -> tuple[torch.Tensor, int, int]:
+    """``x`` as rows of n elements: (tensor whose rows are contiguous, M, row stride). A contiguous ``x``
+    is passed as it is (no reshape: a few microseconds of CPU per call), anything else through
+    :func:`_rows_view`."""
+    if n > 0 and x.is_contiguous():
+        return x, x.numel() // n, n
+    x2 = _rows_view(x, n)
+    return x2, x2.shape[0], _row_stride(x2)
+
+
 @launcher
-def _forward(x2: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, eps: float,
-             store_stats: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """y (M, N) in x's dtype and, if ``store_stats``, fp32 mean and rstd of shape (M,)."""
-    m, n = x2.shape
-    y = new_output((m, n), x2.dtype, x2.device)
+def _forward(x2: torch.Tensor, m: int, n: int, row_stride: int, w: torch.Tensor | None, b: torch.Tensor | None,
+             eps: float, store_stats: bool, out_shape: tuple[int, ...] | torch.Size
+             ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """y of ``out_shape`` (M*N elements, contiguous) in x's dtype and, if ``store_stats``, fp32 mean and
+    rstd of shape (M,). ``x2`` holds M rows of N elements, ``row_stride`` apart, each contiguous."""
+    y = new_output(out_shape, x2.dtype, x2.device)
     if store_stats:
         mean = new_output((m,), torch.float32, x2.device)
         rstd = new_output((m,), torch.float32, x2.device)
@@ -205,7 +216,7 @@ def _forward(x2: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, e
     dummy = x2  # stands in for absent pointers; never read (the constexpr flags are off)
     args = (x2, y, w if w is not None else dummy, b if b is not None else dummy,
             mean if store_stats else dummy, rstd if store_stats else dummy,
-            _row_stride(x2), n)
+            row_stride, n)
     if fused:
         layer_norm_fwd_kernel[(cdiv(m, rows),)](
             *args, m, n, eps,
@@ -222,11 +233,13 @@ def _forward(x2: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, e
 @launcher
 def _backward(x2: torch.Tensor, dy2: torch.Tensor, w: torch.Tensor | None, mean: torch.Tensor,
               rstd: torch.Tensor, need_dx: bool, need_dw: bool, need_db: bool,
-              param_dtype: torch.dtype) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """dx (M, N) in x's dtype, dw and db (N,) in ``param_dtype``; None where not needed."""
+              param_dtype: torch.dtype, dx_shape: tuple[int, ...] | torch.Size
+              ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """dx of ``dx_shape`` (M*N elements, contiguous) in x's dtype, dw and db (N,) in ``param_dtype``; None
+    where not needed."""
     m, n = x2.shape
     dev = x2.device
-    dx = new_output((m, n), x2.dtype, dev) if need_dx else None
+    dx = new_output(dx_shape, x2.dtype, dev) if need_dx else None
     if m == 0 or n == 0:
         dw = torch.zeros(n, dtype=param_dtype, device=dev) if need_dw else None
         db = torch.zeros(n, dtype=param_dtype, device=dev) if need_db else None
@@ -286,6 +299,14 @@ def _backward(x2: torch.Tensor, dy2: torch.Tensor, w: torch.Tensor | None, mean:
     return dx, dw, db
 
 
+def forward_rows(x: torch.Tensor, n: int, w: torch.Tensor | None, b: torch.Tensor | None, eps: float,
+                 store_stats: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """The forward launch for ``x`` of any shape normalised over its trailing n elements (M = numel / n
+    rows): y in x's shape and dtype, plus fp32 mean and rstd (M,) if ``store_stats``. w, b: (n,) or None."""
+    x2, m, row_stride = _rows(x, n)
+    return _forward(x2, m, n, row_stride, w, b, eps, store_stats, x.shape)
+
+
 class _LayerNormFunction(torch.autograd.Function):
     """Autograd wrapper: saves the (M, N) view of x, the weight and fp32 mean/rstd for backward."""
 
@@ -293,7 +314,7 @@ class _LayerNormFunction(torch.autograd.Function):
     def forward(ctx, x, weight, bias, n, eps):  # type: ignore[override]
         x2 = _rows_view(x, n)
         w, b = _param_row(weight, n), _param_row(bias, n)
-        y, mean, rstd = _forward(x2, w, b, eps, store_stats=True)
+        y, mean, rstd = _forward(x2, x2.shape[0], n, _row_stride(x2), w, b, eps, True, x.shape)
         ctx.save_for_backward(x2, w)
         # mean/rstd are this op's own intermediates (never seen by the caller): kept on ctx directly,
         # which spares the saved-tensor unpacking on every backward.
@@ -302,7 +323,7 @@ class _LayerNormFunction(torch.autograd.Function):
         ctx.w_shape = weight.shape if weight is not None else None
         ctx.b_shape = bias.shape if bias is not None else None
         ctx.param_dtype = x.dtype
-        return y.view(x.shape)
+        return y
 
     @staticmethod
     def backward(ctx, dy):  # type: ignore[override]
@@ -311,10 +332,8 @@ class _LayerNormFunction(torch.autograd.Function):
         n = x2.shape[1]
         need_dx, need_dw, need_db = ctx.needs_input_grad[:3]
         dy2 = _rows_view(dy, n)
-        dx, dw, db = _backward(x2, dy2, w, mean, rstd, need_dx, need_dw, need_db, ctx.param_dtype)
+        dx, dw, db = _backward(x2, dy2, w, mean, rstd, need_dx, need_dw, need_db, ctx.param_dtype, ctx.x_shape)
         # reshape only where the shapes differ (each view costs a few microseconds of CPU per call)
-        if dx is not None and dx.shape != ctx.x_shape:
-            dx = dx.view(ctx.x_shape)
         if dw is not None and dw.shape != ctx.w_shape:
             dw = dw.view(ctx.w_shape)
         if db is not None and db.shape != ctx.b_shape:
@@ -341,6 +360,4 @@ def layer_norm(x: torch.Tensor, normalized_shape: tuple[int, ...], weight: torch
     if records_grad(x, weight, bias):
         return _LayerNormFunction.apply(x, weight, bias, n, eps)
     # Inference: no autograd node and no statistics written.
-    x2 = _rows_view(x, n)
-    y, _, _ = _forward(x2, _param_row(weight, n), _param_row(bias, n), eps, store_stats=False)
-    return y.view(x.shape)
+    return forward_rows(x, n, _param_row(weight, n), _param_row(bias, n), eps, False)[0]

@@ -90,10 +90,10 @@ def _layer_norm_fwd(x: Tensor, normalized_shape: List[int], weight: Optional[Ten
     n = math.prod(normalized_shape)
     w = weight.reshape(n).contiguous() if weight is not None else None
     b = bias.reshape(n).contiguous() if bias is not None else None
-    y, mean, rstd = layer_norm_op._forward(layer_norm_op._rows_view(x, n), w, b, eps, store_stats)
+    y, mean, rstd = layer_norm_op.forward_rows(x, n, w, b, eps, store_stats)
     if not store_stats:
         mean, rstd = (x.new_empty((0,), dtype=torch.float32) for _ in range(2))  # outputs may not alias
-    return y.view(x.shape), mean, rstd
+    return y, mean, rstd
 
 
 @_custom_op("tritonpatch::layer_norm_bwd")
@@ -104,8 +104,9 @@ def _layer_norm_bwd(dy: Tensor, x: Tensor, normalized_shape: List[int], weight: 
     n = math.prod(normalized_shape)
     w = weight.reshape(n).contiguous() if weight is not None else None
     rows = layer_norm_op._rows_view
-    dx, dw, db = layer_norm_op._backward(rows(x, n), rows(dy, n), w, mean, rstd, need_dx, need_dw, need_db, x.dtype)
-    return (dx.view(x.shape) if dx is not None else _empty_like_absent(x),
+    dx, dw, db = layer_norm_op._backward(rows(x, n), rows(dy, n), w, mean, rstd, need_dx, need_dw, need_db, x.dtype,
+                                         x.shape)
+    return (dx if dx is not None else _empty_like_absent(x),
             dw.view(normalized_shape) if dw is not None else _empty_like_absent(x),
             db.view(normalized_shape) if db is not None else _empty_like_absent(x))
 
