@@ -368,9 +368,15 @@ def test_unsupported_reasons(device):
         assert S.unsupported(x, 1) == "autocast is enabled"
 
 
-def test_double_backward_refuses(device):
-    x = _rand((3, 5), torch.float32, device).requires_grad_(True)
-    y = S.softmax(x, -1)
-    (g,) = torch.autograd.grad(y, x, torch.randn_like(y), create_graph=True)
-    with pytest.raises(RuntimeError):
-        g.sum().backward()
+def test_double_backward_is_torchs(device):
+    """create_graph=True: the backward is torch's formula on the saved output, so it differentiates again
+    (it used to refuse); the second derivative matches float64."""
+    x = _rand((3, 5), torch.float32, device)
+    dy = torch.randn(3, 5, device=device)
+
+    def hvp(f, dtype):
+        xg = x.to(dtype).requires_grad_(True)
+        (g,) = torch.autograd.grad(f(xg, -1), xg, dy.to(dtype), create_graph=True)
+        return torch.autograd.grad(g.square().sum(), xg)[0]
+    ref64, torch32 = hvp(torch.softmax, torch.float64), hvp(torch.softmax, torch.float32)
+    assert rel_err(hvp(S.softmax, torch.float32), ref64) <= max(FP32_TOL, TORCH_FACTOR * rel_err(torch32, ref64))

@@ -2,12 +2,15 @@
 gradient checkpointing, odd inputs."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import tritonpatch
+from tests.numerics import FP32_TOL, TORCH_FACTOR, rel_err
 
 
 class Block(nn.Module):
@@ -150,3 +153,60 @@ def test_autocast_same_dtypes_and_values_as_torch(device):
     torch.testing.assert_close(out.float(), ref.float(), **tol)
     for g, r in zip(grads, ref_grads):
         torch.testing.assert_close(g.float(), r.float(), **tol)
+
+
+def _second_order_bar(out, torch32, ref64) -> None:
+    """Second derivatives: ours within FP32_TOL of float64, or within 1.5x torch's own fp32 error there."""
+    for o, t, r in zip(out, torch32, ref64):
+        assert (o is None) == (r is None)
+        if r is not None:
+            bar = max(FP32_TOL, TORCH_FACTOR * rel_err(t, r))
+            assert rel_err(o, r) <= bar, (rel_err(o, r), bar)
+
+
+def test_double_backward_matches_torch(device):
+    """create_graph=True (gradient penalties, Hessian-vector products): every patched kind's backward is
+    differentiable again, and the second derivatives match a float64 reference. Under create_graph the
+    backwards run torch's formulas on the saved tensors; without it, the Triton kernels."""
+    model = Block().to(device)
+    x = torch.randn(4, 16, device=device) * 2 + 0.3
+    v = torch.randn(4, 16, device=device)
+
+    def second_order(m, dtype):
+        xg = x.to(dtype).requires_grad_()
+        (gx,) = torch.autograd.grad(m(xg), xg, v.to(dtype), create_graph=True)
+        return torch.autograd.grad((gx * gx).sum(), [xg, *m.parameters()])
+
+    ref64 = second_order(copy.deepcopy(model).double(), torch.float64)
+    torch32 = second_order(model, torch.float32)
+    with tritonpatch.patch(model) as p:
+        out = second_order(model, torch.float32)
+    assert kinds_on_triton(p) == {"layer_norm", "linear_relu", "softmax"}
+    assert all(torch.isfinite(o).all() for o in out)
+    _second_order_bar(out, torch32, ref64)
+
+
+def test_double_backward_each_op(device):
+    """The ops themselves (not only through a patched model): second derivatives match float64."""
+    from tritonpatch.ops import layer_norm as ln_op
+    from tritonpatch.ops import linear_relu as lr_op
+    from tritonpatch.ops import softmax as sm_op
+    x, w, b = torch.randn(3, 8, device=device) * 2, torch.randn(8, device=device) * 0.5 + 1, torch.randn(8, device=device)
+    W, v = torch.randn(6, 8, device=device) / 3, torch.randn(3, 8, device=device)
+    cases = {
+        "layer_norm": (lambda f, x, w, b, W: f(x, (8,), w, b, 1e-5), ln_op.layer_norm, F.layer_norm, v),
+        "softmax": (lambda f, x, w, b, W: f(x, -1), sm_op.softmax, torch.softmax, v),
+        "softmax to fp32": (lambda f, x, w, b, W: f(x, -1, torch.float32), sm_op.softmax,
+                            lambda x_, d, dt: torch.softmax(x_, d, dtype=dt), v),
+        "linear_relu": (lambda f, x, w, b, W: f(x, W, b[:6]), lr_op.linear_relu,
+                        lambda x_, W_, b_: F.relu(F.linear(x_, W_, b_)), v[:, :6]),
+    }
+    for name, (call, ours, theirs, vv) in cases.items():
+        results = []
+        for f, dtype in ((ours, torch.float32), (theirs, torch.float32), (theirs, torch.float64)):
+            leaves = [t.to(dtype).requires_grad_() for t in (x, w, b, W)]
+            y = call(f, *leaves)
+            gs = torch.autograd.grad(y, leaves, vv.to(y.dtype), create_graph=True, allow_unused=True)
+            penalty = sum((g ** 2).sum() for g in gs if g is not None and g.requires_grad)
+            results.append(torch.autograd.grad(penalty, leaves, allow_unused=True))
+        _second_order_bar(*results)

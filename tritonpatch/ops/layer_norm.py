@@ -24,6 +24,7 @@ import functools
 import math
 
 import torch
+import torch.nn.functional as F
 
 from tritonpatch.kernels import layer_norm as _k
 from tritonpatch.ops.common import (
@@ -299,6 +300,21 @@ def _backward(x2: torch.Tensor, dy2: torch.Tensor, w: torch.Tensor | None, mean:
     return dx, dw, db
 
 
+def _differentiable_backward(x: torch.Tensor, shape: tuple[int, ...], weight: torch.Tensor | None,
+                             bias: torch.Tensor | None, eps: float, dy: torch.Tensor,
+                             needs: tuple[bool, ...]) -> tuple[torch.Tensor | None, ...]:
+    """(dx, dweight, dbias) of ``F.layer_norm(x, shape, weight, bias, eps)`` by torch's own op recomputed
+    under autograd, as a graph that can be differentiated again (double backward: gradient penalties,
+    Hessian-vector products). Only used by a backward run with ``create_graph=True``; None where no
+    gradient is needed."""
+    inputs = (x, weight, bias)
+    wanted = [t for t, need in zip(inputs, needs) if need]
+    with torch.enable_grad():
+        y = F.layer_norm(x, shape, weight, bias, eps)
+        grads = iter(torch.autograd.grad(y, wanted, dy, create_graph=True))
+    return tuple(next(grads) if need else None for need in needs)
+
+
 def forward_rows(x: torch.Tensor, n: int, w: torch.Tensor | None, b: torch.Tensor | None, eps: float,
                  store_stats: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """The forward launch for ``x`` of any shape normalised over its trailing n elements (M = numel / n
@@ -311,15 +327,18 @@ class _LayerNormFunction(torch.autograd.Function):
     """Autograd wrapper: saves the (M, N) view of x, the weight and fp32 mean/rstd for backward."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, n, eps):  # type: ignore[override]
+    def forward(ctx, x, weight, bias, shape, eps):  # type: ignore[override]
+        n = math.prod(shape)
         x2 = _rows_view(x, n)
         w, b = _param_row(weight, n), _param_row(bias, n)
         y, mean, rstd = _forward(x2, x2.shape[0], n, _row_stride(x2), w, b, eps, True, x.shape)
-        ctx.save_for_backward(x2, w)
+        # the inputs themselves: autograd checks they were not modified in place, and a double backward
+        # (create_graph=True) differentiates through them
+        ctx.save_for_backward(x, weight, bias)
         # mean/rstd are this op's own intermediates (never seen by the caller): kept on ctx directly,
         # which spares the saved-tensor unpacking on every backward.
         ctx.stats = (mean, rstd)
-        ctx.x_shape = x.shape
+        ctx.n, ctx.shape, ctx.eps = n, shape, eps
         ctx.w_shape = weight.shape if weight is not None else None
         ctx.b_shape = bias.shape if bias is not None else None
         ctx.param_dtype = x.dtype
@@ -327,12 +346,16 @@ class _LayerNormFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy):  # type: ignore[override]
-        x2, w = ctx.saved_tensors
+        x, weight, bias = ctx.saved_tensors
+        n = ctx.n
+        if torch.is_grad_enabled():  # create_graph=True: a backward that is itself differentiable
+            return (*_differentiable_backward(x, ctx.shape, weight, bias, ctx.eps, dy, ctx.needs_input_grad[:3]),
+                    None, None)
+        x2, w = _rows_view(x, n), _param_row(weight, n)
         mean, rstd = ctx.stats
-        n = x2.shape[1]
         need_dx, need_dw, need_db = ctx.needs_input_grad[:3]
         dy2 = _rows_view(dy, n)
-        dx, dw, db = _backward(x2, dy2, w, mean, rstd, need_dx, need_dw, need_db, ctx.param_dtype, ctx.x_shape)
+        dx, dw, db = _backward(x2, dy2, w, mean, rstd, need_dx, need_dw, need_db, ctx.param_dtype, x.shape)
         # reshape only where the shapes differ (each view costs a few microseconds of CPU per call)
         if dw is not None and dw.shape != ctx.w_shape:
             dw = dw.view(ctx.w_shape)
@@ -356,8 +379,8 @@ def layer_norm(x: torch.Tensor, normalized_shape: tuple[int, ...], weight: torch
     computed; dweight/dbias are deterministic). Callers check :func:`unsupported` first; this function
     assumes the call is supported.
     """
-    n = normalized_shape if isinstance(normalized_shape, int) else math.prod(normalized_shape)
     if records_grad(x, weight, bias):
-        return _LayerNormFunction.apply(x, weight, bias, n, eps)
+        return _LayerNormFunction.apply(x, weight, bias, _as_shape(normalized_shape), eps)
+    n = normalized_shape if isinstance(normalized_shape, int) else math.prod(normalized_shape)
     # Inference: no autograd node and no statistics written.
     return forward_rows(x, n, _param_row(weight, n), _param_row(bias, n), eps, False)[0]

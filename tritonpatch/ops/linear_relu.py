@@ -262,7 +262,9 @@ class _LinearReLU(torch.autograd.Function):
         N = weight.shape[0]
         x2, dy2, y2 = _flat(x), _flat(dy), _flat(y)
         M, K = x2.shape
-        if M > 0 and use_triton_backward(M, N, K, x.dtype):
+        # create_graph=True: torch's ops, whose graph a double backward differentiates (the Triton
+        # kernels record nothing)
+        if M > 0 and not torch.is_grad_enabled() and use_triton_backward(M, N, K, x.dtype):
             grad_x, grad_w, grad_b = _backward_triton(dy2, y2, x2, weight, need_x, need_w, need_b)
         else:
             grad_x, grad_w, grad_b = _backward_torch(dy2, y2, x2, weight, need_x, need_w, need_b)

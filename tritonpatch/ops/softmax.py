@@ -27,7 +27,6 @@ import math
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from tritonpatch.kernels import softmax as _k
 from tritonpatch.ops.common import (
@@ -296,9 +295,12 @@ class _SoftmaxFunction(torch.autograd.Function):
         return y
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy: Tensor):  # type: ignore[override]
         (y,) = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            # create_graph=True: torch's backward formula, differentiable again (y is this node's output,
+            # so a double backward flows through it)
+            return torch.ops.aten._softmax_backward_data(dy, y, ctx.d, y.dtype).to(ctx.x_dtype), None, None
         return _backward(y, dy, ctx.d, ctx.x_dtype), None, None
 
 
