@@ -239,47 +239,55 @@ def _forward(x: Tensor, d: int, out_dtype: torch.dtype) -> Tensor:
     return y
 
 
+def _bwd_heuristics() -> tuple[int, int, int, int, int]:
+    """The backward's launch heuristics (module constants, read per call)."""
+    return MAX_SINGLE_N_BWD, ROWS_TILE, LOOP_BLOCK_BYTES, STRIDED_SINGLE_TILE, STRIDED_TILE
+
+
+@functools.lru_cache(maxsize=4096)
+def _bwd_plan(shape: tuple[int, ...], dy_strides: tuple[int, ...], d: int, elt: int, device: torch.device,
+              consts: tuple):
+    """The backward launch for this shape and dy layout (y and dx contiguous): (kernel, grid, int args,
+    constexprs, num_warps), or None when dy's leading/trailing dims do not merge (the caller makes dy
+    contiguous). Cached like :func:`_fwd_plan`; ``consts`` is :func:`_bwd_heuristics`."""
+    max_single, rows_tile, loop_bytes, strided_single, strided_tile = consts
+    plan = _split(shape, dy_strides, d)
+    if plan is None:
+        return None
+    outer, R, inner, dso, dsr, dsi = plan
+    soft = interpreting()
+    if inner == 1:
+        looped, rows, block_n, nw = _rows_config(R, outer, elt, _sm_count(device), (max_single, rows_tile, loop_bytes))
+        unit = dsr == 1 or R == 1
+        if looped:
+            return (K.softmax_bwd_rows_looped_kernel, (outer,), (R, R, dso, dsr),
+                    dict(BLOCK_N=block_n, DY_COL_UNIT=unit, SOFT_BF16=soft), nw)
+        return (K.softmax_bwd_rows_kernel, (cdiv(outer, rows),), (outer, R, R, dso, dsr),
+                dict(ROWS=rows, BLOCK_N=block_n, DY_COL_UNIT=unit, SOFT_BF16=soft), nw)
+    looped, block_r, block_p, nw = _strided_config(R, inner, elt, (strided_single, strided_tile, loop_bytes))
+    n_pb = cdiv(inner, block_p)
+    return (K.softmax_bwd_strided_kernel, (outer * n_pb,), (R, inner, n_pb, R * inner, inner, 1, dso, dsr, dsi),
+            dict(BLOCK_R=block_r, BLOCK_P=block_p, LOOPED=looped, O_R_UNIT=False, O_P_UNIT=True,
+                 D_R_UNIT=dsr == 1, D_P_UNIT=dsi == 1, SOFT_BF16=soft), nw)
+
+
 @launcher
 def _backward(y: Tensor, dy: Tensor, d: int, dx_dtype: torch.dtype) -> Tensor:
     """dx = y * (dy - sum(dy * y, d)) in ``dx_dtype``; y contiguous (the forward's output), dy any layout."""
-    shape = tuple(y.shape)
-    dx = new_output(shape, dx_dtype, y.device)
+    dx = new_output(y.shape, dx_dtype, y.device)
     if y.numel() == 0:
         return dx
+    dx2 = dx
     if y.dim() == 0:
-        y, dy, dx2, shape, d = y.reshape(1), dy.reshape(1), dx.view(1), (1,), 0
-    else:
-        dx2 = dx
-    outer, R, inner = math.prod(shape[:d]), shape[d], math.prod(shape[d + 1:])
-    plan = _split(shape, tuple(dy.stride()), d)
+        y, dy, dx2, d = y.reshape(1), dy.reshape(1), dx.view(1), 0
+    elt = max(y.element_size(), dy.element_size())
+    consts = _bwd_heuristics()
+    plan = _bwd_plan(y.shape, dy.stride(), d, elt, y.device, consts)
     if plan is None:
         dy = dy.contiguous()
-        plan = _split(shape, tuple(dy.stride()), d)
-    _, _, _, dso, dsr, dsi = plan
-    elt = max(y.element_size(), dy.element_size())
-    if inner == 1:
-        looped, rows, block_n, nw = _rows_config(R, outer, elt, _sm_count(y.device),
-                                                 (MAX_SINGLE_N_BWD, ROWS_TILE, LOOP_BLOCK_BYTES))
-        unit = dsr == 1 or R == 1
-        if looped:
-            K.softmax_bwd_rows_looped_kernel[(outer,)](
-                y, dy, dx2, R, R, dso, dsr, BLOCK_N=block_n, DY_COL_UNIT=unit, SOFT_BF16=interpreting(),
-                num_warps=nw)
-        else:
-            K.softmax_bwd_rows_kernel[(cdiv(outer, rows),)](
-                y, dy, dx2, outer, R, R, dso, dsr, ROWS=rows, BLOCK_N=block_n, DY_COL_UNIT=unit,
-                SOFT_BF16=interpreting(), num_warps=nw)
-        return dx
-    so = (R * inner, inner, 1)
-    sd = (dso, dsr, dsi)
-    looped, block_r, block_p, nw = _strided_config(R, inner, elt, (STRIDED_SINGLE_TILE, STRIDED_TILE,
-                                                                   LOOP_BLOCK_BYTES))
-    n_pb = cdiv(inner, block_p)
-    K.softmax_bwd_strided_kernel[(outer * n_pb,)](
-        y, dy, dx2, R, inner, n_pb, *so, *sd,
-        BLOCK_R=block_r, BLOCK_P=block_p, LOOPED=looped,
-        O_R_UNIT=False, O_P_UNIT=True, D_R_UNIT=dsr == 1, D_P_UNIT=dsi == 1,
-        SOFT_BF16=interpreting(), num_warps=nw)
+        plan = _bwd_plan(y.shape, dy.stride(), d, elt, y.device, consts)
+    kernel, grid, ints, constexprs, nw = plan
+    kernel[grid](y, dy, dx2, *ints, **constexprs, num_warps=nw)
     return dx
 
 
