@@ -188,12 +188,21 @@ def test_dtype_argument(in_dtype, dtype, dim, device, path):
 
 
 def test_dtype_narrowing_rounds_like_torch(device):
-    """fp32 -> bf16: the input is rounded to bf16 before the softmax, as torch's cast does."""
-    x = _rand((4, 300), torch.float32, device, scale=20.0)
-    y = S.softmax(x, -1, torch.bfloat16).double()
-    ref_cast = torch.softmax(x.to(torch.bfloat16).double(), -1)
-    ref_nocast = torch.softmax(x.double(), -1)
-    assert rel_err(y, ref_cast) < rel_err(y, ref_nocast) or torch.equal(ref_cast, ref_nocast)
+    """fp32 -> bf16: the input is rounded to bf16 before the softmax, as torch's cast does.
+
+    x = x0 + d: x0 is exact in bf16 (16 + k/8, one binade, a spread of 2 so no single element dominates)
+    and |d| = 0.15 ulp, so the cast gives back x0 exactly. The two candidate results then differ by ~2%
+    per element, against ~0.2% for the output's own bf16 rounding (ratio 0.06-0.09 over 40 draws), so
+    the kernel's result must be the cast one."""
+    x0 = 16 + 0.125 * torch.randint(0, 16, (4, 300), device=device).float()
+    ulp = torch.exp2(torch.floor(torch.log2(x0)) - 7)
+    sign = torch.where(torch.rand(x0.shape, device=device) < 0.5, -1.0, 1.0)
+    x = x0 + 0.15 * ulp * sign  # also under half an ulp just below 16, where the ulp halves
+    assert torch.equal(x.to(torch.bfloat16).float(), x0)
+    y = S.softmax(x, -1, torch.bfloat16)
+    err_cast = rel_err(y, torch.softmax(x0.double(), -1))
+    err_nocast = rel_err(y, torch.softmax(x.double(), -1))
+    assert err_cast < 0.3 * err_nocast, (err_cast, err_nocast)
 
 
 # ----------------------------------------------------------------------------------------------------------
