@@ -324,14 +324,12 @@ def forward_rows(x: torch.Tensor, n: int, w: torch.Tensor | None, b: torch.Tenso
 
 
 class _LayerNormFunction(torch.autograd.Function):
-    """Autograd wrapper: saves the (M, N) view of x, the weight and fp32 mean/rstd for backward."""
+    """Autograd wrapper: saves x, weight and bias (the inputs) and keeps the fp32 mean/rstd for backward."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, shape, eps):  # type: ignore[override]
         n = math.prod(shape)
-        x2 = _rows_view(x, n)
-        w, b = _param_row(weight, n), _param_row(bias, n)
-        y, mean, rstd = _forward(x2, x2.shape[0], n, _row_stride(x2), w, b, eps, True, x.shape)
+        y, mean, rstd = forward_rows(x, n, _param_row(weight, n), _param_row(bias, n), eps, True)
         # the inputs themselves: autograd checks they were not modified in place, and a double backward
         # (create_graph=True) differentiates through them
         ctx.save_for_backward(x, weight, bias)
