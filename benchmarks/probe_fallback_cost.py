@@ -21,6 +21,7 @@ from torch import nn
 
 import tritonpatch
 from bench_e2e import build  # noqa: E402
+from timing import cpu_us  # noqa: E402
 
 
 class Attn(nn.Module):
@@ -28,18 +29,9 @@ class Attn(nn.Module):
         return F.softmax(x, dim=-1)
 
 
-def issue_us(fn, n: int = 3000) -> float:
-    for _ in range(100):
-        fn()
-    torch.cuda.synchronize()
-    best = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        for _ in range(n // 5):
-            fn()
-        best.append((time.perf_counter() - t0) / (n // 5) * 1e6)
-        torch.cuda.synchronize()
-    return statistics.median(best)
+def issue_us(fn) -> float:
+    """Host microseconds per call: median of 5 batches of 600 (timing.cpu_us)."""
+    return cpu_us(fn, n=3000, warmup=100, batches=5)
 
 
 def per_call() -> None:

@@ -18,13 +18,13 @@ import logging
 import pstats
 import statistics
 import time
-import warnings
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 import tritonpatch
 from bench_e2e import build  # noqa: E402 (benchmarks/ is on sys.path)
+from profile_e2e_cpu import syncs_in  # noqa: E402
 
 
 def main() -> None:
@@ -65,12 +65,7 @@ def main() -> None:
 
     with tritonpatch.patch(model):
         step()
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("warn")
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            step()
-        torch.cuda.set_sync_debug_mode(0)
+        caught = syncs_in(step)
     print(f"synchronising calls in one patched step: {len(caught)}")
     for w in caught[:5]:
         print(" -", str(w.message)[:200])
