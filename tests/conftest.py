@@ -14,6 +14,8 @@ if not torch.cuda.is_available():
 os.environ.setdefault("TRITONPATCH_POISON", "1")
 # Run the kernels at every size: the "torch is faster at this size" policies have their own tests.
 os.environ.setdefault("TRITONPATCH_SIZE_POLICY", "0")
+# Every cached launch plan re-derives Triton's full specialization key and compares (ops/launch.py).
+os.environ.setdefault("TRITONPATCH_CHECK_LAUNCH", "1")
 # Linear+ReLU pairs run the Triton kernel (on CUDA the default is cuBLASLt's epilogue, which has its own
 # tests in test_ops_linear_relu.py and test_linear_relu_pairs.py).
 os.environ.setdefault("TRITONPATCH_LINEAR_RELU", "triton")

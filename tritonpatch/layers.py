@@ -104,6 +104,15 @@ def without_autocast(device_type: str, fn: Callable[[], Any]) -> Any:
         return fn()
 
 
+def parameter(module: nn.Module, name: str) -> Any:
+    """``getattr(module, name)`` for a registered parameter (a Parameter or None), read from
+    ``module._parameters`` directly: ``nn.Module.__getattr__`` costs about 1 us per access, on every
+    patched call. A name that is not a registered parameter (a parametrization's property, a plain
+    attribute) goes through ``getattr``."""
+    params = module._parameters
+    return params[name] if name in params else getattr(module, name)
+
+
 def cast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     """``t.to(dtype)`` (differentiable), None stays None."""
     return None if t is None else t.to(dtype)
@@ -145,7 +154,7 @@ class LayerNormBehaviour(_PatchedModule):
         shape = self.normalized_shape
         target = autocast_dtype("layer_norm", input)
         if target is None:
-            weight, bias, eps = self.weight, self.bias, self.eps
+            weight, bias, eps = parameter(self, "weight"), parameter(self, "bias"), self.eps
             reason = layer_norm_op.unsupported(input, shape, weight, bias, eps)
             if state.patch.plain:  # the common case, without dispatch's closures (CPU per call matters)
                 state.record.count(reason)
@@ -159,7 +168,7 @@ class LayerNormBehaviour(_PatchedModule):
             )
         # Under autocast: what torch does (cast x, weight, bias to its compute dtype), then the kernel.
         dev = input.device.type
-        x, w, b = cast(input, target), cast(self.weight, target), cast(self.bias, target)
+        x, w, b = cast(input, target), cast(parameter(self, "weight"), target), cast(parameter(self, "bias"), target)
         reason = without_autocast(dev, lambda: layer_norm_op.unsupported(x, shape, w, b, self.eps))
         return dispatch(
             state, reason,
@@ -304,7 +313,7 @@ class LinearReluBehaviour(_PatchedModule):
         dev = input.device.type
         target = autocast_dtype("linear", input)
         if target is None and state.patch.plain:  # the common case, without closures
-            w, b = self.weight, self.bias
+            w, b = parameter(self, "weight"), parameter(self, "bias")
             reason = "the Linear has forward hooks" if _hooked(self) else linear_relu_op.unsupported(input, w, b)
             if reason is None:
                 provider = linear_relu_op.forward_provider(input)
@@ -313,9 +322,9 @@ class LinearReluBehaviour(_PatchedModule):
             state.record.count(reason)
             return original(self, input)
         if target is None:
-            x, w, b = input, self.weight, self.bias
+            x, w, b = input, parameter(self, "weight"), parameter(self, "bias")
         else:  # under autocast: what torch's linear does (cast to its dtype), then the fused GEMM
-            x, w, b = cast(input, target), cast(self.weight, target), cast(self.bias, target)
+            x, w, b = cast(input, target), cast(parameter(self, "weight"), target), cast(parameter(self, "bias"), target)
         if _hooked(self):  # a hook must see the real pre-activation
             reason = "the Linear has forward hooks"
         else:

@@ -38,7 +38,7 @@ except ImportError:  # older triton: no direct path
     _knobs = None
     _HookChain = None
 
-__all__ = ["FastKernel", "fast_launch_enabled"]
+__all__ = ["BoundLaunch", "FastKernel", "fast_launch_enabled"]
 
 #: the current CUDA stream's raw handle for a device index (torch's own binding; 0.13 us on the H100 host)
 _raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
@@ -119,16 +119,18 @@ class FastKernel:
         return functools.partial(self._launch, grid)
 
     def _launch(self, grid: tuple[int, ...], *args: Any, num_warps: int = 4, num_stages: int | None = None,
-                **constexprs: Any) -> None:
+                **constexprs: Any) -> "_Compiled | None":
+        """Launch; return the cached compiled kernel when it was launched directly, None when this call
+        went through Triton (the first call of a key, hooks installed, interpreter, another device)."""
         # Triton launches on the current CUDA device; launch on the tensors' one (common.data_device)
         device = data_device(args)
         if device is not None and device != torch.cuda.current_device():
             with torch.cuda.device(device):
                 self._launch(grid, *args, num_warps=num_warps, num_stages=num_stages, **constexprs)
-            return
+            return None
         if not fast_launch_enabled() or _hooks_active():
             self._slow(grid, args, num_warps, num_stages, constexprs)
-            return
+            return None
         if device is None:
             device = torch.cuda.current_device()
         key = (device, num_warps, num_stages, tuple(constexprs.items()), _arg_key(args))
@@ -140,11 +142,12 @@ class FastKernel:
             names = self.arg_names[len(args):]
             if compiled is not None and set(names) == set(constexprs):
                 self._cache[key] = _Compiled(compiled, names)
-            return  # this call was launched by Triton itself
+            return None  # this call was launched by Triton itself
         g1 = grid[1] if len(grid) > 1 else 1
         g2 = grid[2] if len(grid) > 2 else 1
         entry.run(grid[0], g1, g2, _raw_stream(device), entry.function, entry.metadata, None, None, None,
                   *args, *[constexprs[n] for n in entry.names])
+        return entry
 
     def _slow(self, grid: tuple[int, ...], args: tuple, num_warps: int, num_stages: int | None,
               constexprs: dict[str, Any]) -> Any:
@@ -152,3 +155,82 @@ class FastKernel:
         if num_stages is not None:
             options["num_stages"] = num_stages
         return self.fn[grid](*args, **constexprs, **options)
+
+
+@functools.lru_cache(maxsize=None)
+def _checking() -> bool:
+    """``TRITONPATCH_CHECK_LAUNCH=1`` (the test suite sets it): every direct :class:`BoundLaunch` call
+    recomputes the full specialization key and compares it with the one its kernel was compiled for. Read
+    once."""
+    return os.environ.get("TRITONPATCH_CHECK_LAUNCH", "0") not in ("", "0")
+
+
+class BoundLaunch:
+    """One launch of a :class:`FastKernel` with everything but the tensors fixed: grid, trailing scalar
+    arguments, constexprs and options. Ops build one per *plan* (a cached function of shapes, strides,
+    dtypes and device) and call it with the tensors: ``bound(x, y, ...)`` launches
+    ``kernel[grid](x, y, ..., *scalars, **constexprs, num_warps=...)``.
+
+    The direct path skips the per-argument key of :class:`FastKernel`: the plan that made this object
+    already fixed every fact Triton specializes on (its key holds the tensors' dtypes and the scalars'
+    values) except the data pointers' 16-byte alignment, which is checked per call. So a call whose
+    tensors are all aligned, on the plan's device (the current one), with no launch hook installed,
+    calls the compiled kernel's launcher directly; any other call takes the :class:`FastKernel` path.
+    With ``TRITONPATCH_CHECK_LAUNCH=1`` each direct call also verifies the full key (a plan key that
+    misses a specialization fact raises instead of launching the wrong kernel).
+    """
+
+    __slots__ = ("kernel", "grid", "scalars", "constexprs", "num_warps", "num_stages", "device", "_entry",
+                 "_key", "_g", "_tail")
+
+    def __init__(self, kernel: FastKernel, grid: tuple[int, ...], scalars: tuple, constexprs: dict[str, Any],
+                 num_warps: int, num_stages: int | None = None, device: int | None = None) -> None:
+        self.kernel, self.grid, self.scalars = kernel, grid, scalars
+        self.constexprs, self.num_warps, self.num_stages = constexprs, num_warps, num_stages
+        self.device = device  # CUDA device index of the plan (None: not CUDA, never direct)
+        self._entry: _Compiled | None = None
+        self._key: tuple | None = None  # the full FastKernel key the entry was compiled for
+        self._tail: tuple = ()  # scalars, then the constexprs in the compiled kernel's order
+        self._g = (grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1)
+
+    def __call__(self, *tensors: torch.Tensor) -> None:
+        ptrs = 0
+        for t in tensors:
+            ptrs |= t.data_ptr()
+        aligned = not ptrs & 15
+        entry = self._entry
+        if entry is not None and aligned and _current_device() == self.device and not _hooks_active():
+            if _checking():
+                self._check(tensors)
+            g = self._g
+            entry.run(g[0], g[1], g[2], _raw_stream(self.device), entry.function, entry.metadata,
+                      None, None, None, *tensors, *self._tail)
+            return
+        args = (*tensors, *self.scalars)
+        used = self.kernel._launch(self.grid, *args, num_warps=self.num_warps, num_stages=self.num_stages,
+                                   **self.constexprs)
+        if entry is None and aligned and self.device is not None:
+            key = self._full_key(args)
+            if used is None:  # Triton compiled or launched this call itself: look the kernel up
+                used = self.kernel._cache.get(key)
+            if used is not None:
+                self._key = key
+                self._tail = (*self.scalars, *[self.constexprs[n] for n in used.names])
+                self._entry = used
+
+    def _full_key(self, args: tuple) -> tuple:
+        return (self.device, self.num_warps, self.num_stages, tuple(self.constexprs.items()), _arg_key(args))
+
+    def _check(self, tensors: tuple) -> None:
+        key = self._full_key((*tensors, *self.scalars))
+        if key != self._key:
+            raise RuntimeError(f"tritonpatch: a launch plan of {self.kernel.fn.__name__} was reused for "
+                               f"arguments Triton specializes differently: {key} vs {self._key}")
+
+
+#: the current CUDA device index (torch's own binding, no lazy-init check); -1 without CUDA
+_get_device = getattr(torch._C, "_cuda_getDevice", None)
+
+
+def _current_device() -> int:
+    return _get_device() if _get_device is not None else -1

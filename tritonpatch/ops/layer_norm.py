@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -34,12 +35,13 @@ from tritonpatch.ops.common import (
     dtype_reason,
     launcher,
     new_output,
+    new_output_like,
     next_power_of_2,
     records_grad,
     same_dtype_reason,
 )
 from tritonpatch.ops import size_policy
-from tritonpatch.ops.launch import FastKernel
+from tritonpatch.ops.launch import BoundLaunch, FastKernel
 
 __all__ = ["unsupported", "layer_norm"]
 
@@ -82,16 +84,16 @@ def unsupported(x: torch.Tensor, normalized_shape: tuple[int, ...], weight: torc
     There is no width limit and no layout condition (non-contiguous inputs are handled by the op).
     """
     reason = (device_reason(x, weight, bias) or dtype_reason(x) or same_dtype_reason(x, weight, bias)
-              or autocast_reason(x.device.type))
+              or autocast_reason(x))
     if reason is not None:
         return reason
-    shape = _as_shape(normalized_shape)
+    shape = normalized_shape if type(normalized_shape) is tuple else _as_shape(normalized_shape)
     k = len(shape)
-    if k == 0 or x.dim() < k or tuple(x.shape[x.dim() - k:]) != shape:
+    if k == 0 or x.dim() < k or x.shape[x.dim() - k:] != shape:
         return "normalized_shape does not match the input"
-    if weight is not None and tuple(weight.shape) != shape:
+    if weight is not None and weight.shape != shape:
         return "weight shape does not match normalized_shape"
-    if bias is not None and tuple(bias.shape) != shape:
+    if bias is not None and bias.shape != shape:
         return "bias shape does not match normalized_shape"
     if size_policy.torch_is_faster("layer_norm", x.numel() * x.element_size(), records_grad(x, weight, bias)):
         return size_policy.REASON
@@ -199,105 +201,131 @@ def _rows(x: torch.Tensor, n: int) -> tuple[torch.Tensor, int, int]:
     return x2, x2.shape[0], _row_stride(x2)
 
 
+@functools.lru_cache(maxsize=4096)
+def _fwd_plan(m: int, n: int, row_stride: int, eps: float, x_dtype: torch.dtype, w_dtype: torch.dtype | None,
+              b_dtype: torch.dtype | None, store_stats: bool, device: int) -> BoundLaunch:
+    """The forward launch for M rows of width n, ``row_stride`` apart (cached: the planning and the
+    launch's argument key are paid once per call shape, not per call). The dtypes, the scalars and the
+    device are its key; the launch takes (x, y, w, b, mean, rstd), absent ones replaced by x."""
+    fused, block, rows, warps = _fwd_config(n)
+    flags = dict(HAS_W=w_dtype is not None, HAS_B=b_dtype is not None, STORE_STATS=store_stats, BLOCK_N=block)
+    dev = device if device >= 0 else None
+    if fused:
+        return BoundLaunch(layer_norm_fwd_kernel, (cdiv(m, rows),), (row_stride, n, m, n, eps),
+                           dict(flags, ROWS=rows), warps, device=dev)
+    return BoundLaunch(layer_norm_fwd_looped_kernel, (m,), (row_stride, n, n, eps), flags, warps, device=dev)
+
+
 @launcher
-def _forward(x2: torch.Tensor, m: int, n: int, row_stride: int, w: torch.Tensor | None, b: torch.Tensor | None,
-             eps: float, store_stats: bool, out_shape: tuple[int, ...] | torch.Size
-             ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """y of ``out_shape`` (M*N elements, contiguous) in x's dtype and, if ``store_stats``, fp32 mean and
-    rstd of shape (M,). ``x2`` holds M rows of N elements, ``row_stride`` apart, each contiguous."""
-    y = new_output(out_shape, x2.dtype, x2.device)
+def forward_rows(x: torch.Tensor, n: int, w: torch.Tensor | None, b: torch.Tensor | None, eps: float,
+                 store_stats: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """The forward for ``x`` of any shape normalised over its trailing n elements (M = numel / n rows):
+    y in x's shape and dtype (contiguous), plus fp32 mean and rstd (M,) if ``store_stats``.
+    w, b: contiguous (n,) or None."""
+    x2, m, row_stride = _rows(x, n)
+    y = new_output_like(x)
+    mean = rstd = None
     if store_stats:
-        mean = new_output((m,), torch.float32, x2.device)
-        rstd = new_output((m,), torch.float32, x2.device)
-    else:
-        mean = rstd = None
+        mean = new_output((m,), torch.float32, x.device)
+        rstd = new_output((m,), torch.float32, x.device)
     if m == 0 or n == 0:
         return y, mean, rstd
-    fused, block, rows, warps = _fwd_config(n)
-    dummy = x2  # stands in for absent pointers; never read (the constexpr flags are off)
-    args = (x2, y, w if w is not None else dummy, b if b is not None else dummy,
-            mean if store_stats else dummy, rstd if store_stats else dummy,
-            row_stride, n)
-    if fused:
-        layer_norm_fwd_kernel[(cdiv(m, rows),)](
-            *args, m, n, eps,
-            HAS_W=w is not None, HAS_B=b is not None, STORE_STATS=store_stats,
-            BLOCK_N=block, ROWS=rows, num_warps=warps)
-    else:
-        layer_norm_fwd_looped_kernel[(m,)](
-            *args, n, eps,
-            HAS_W=w is not None, HAS_B=b is not None, STORE_STATS=store_stats,
-            BLOCK_N=block, num_warps=warps)
+    launch = _fwd_plan(m, n, row_stride, eps, x.dtype, None if w is None else w.dtype,
+                       None if b is None else b.dtype, store_stats, x.get_device())
+    # x stands in for absent pointers; never read (the constexpr flags are off)
+    launch(x2, y, x2 if w is None else w, x2 if b is None else b, mean if store_stats else x2,
+           rstd if store_stats else x2)
     return y, mean, rstd
 
 
-@launcher
-def _backward(x2: torch.Tensor, dy2: torch.Tensor, w: torch.Tensor | None, mean: torch.Tensor,
-              rstd: torch.Tensor, need_dx: bool, need_dw: bool, need_db: bool,
-              param_dtype: torch.dtype, dx_shape: tuple[int, ...] | torch.Size
-              ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """dx of ``dx_shape`` (M*N elements, contiguous) in x's dtype, dw and db (N,) in ``param_dtype``; None
-    where not needed."""
-    m, n = x2.shape
-    dev = x2.device
-    dx = new_output(dx_shape, x2.dtype, dev) if need_dx else None
-    if m == 0 or n == 0:
-        dw = torch.zeros(n, dtype=param_dtype, device=dev) if need_dw else None
-        db = torch.zeros(n, dtype=param_dtype, device=dev) if need_db else None
-        return dx, dw, db
+class _BwdPlan(NamedTuple):
+    """The backward's launches for one call shape (see :func:`_bwd_plan`)."""
 
-    fused, block, rows, warps, per_sm = _bwd_config(n, x2.element_size())
+    fused: bool  # rows held whole (one kernel), or wide rows walked per column block
+    g: int  # rows of the fp32 dw/db partial buffer (one per program)
+    stats: BoundLaunch | None  # wide rows that need dx: per-row c1/c2 first, taking (x, dy, w, mean, rstd, c1, c2)
+    main: BoundLaunch  # dx and the dw/db partials: (x, dy, dx, w, mean, rstd, part), wide: (..., rstd, c1, c2, part)
+    reduce: BoundLaunch | None  # dw/db from the partials: (part, out0, out1); None when neither is needed
+
+
+@functools.lru_cache(maxsize=4096)
+def _bwd_plan(m: int, n: int, rs_x: int, rs_dy: int, x_dtype: torch.dtype, dy_dtype: torch.dtype,
+              w_dtype: torch.dtype | None, need_dx: bool, need_dw: bool, need_db: bool,
+              param_dtype: torch.dtype, device: int) -> _BwdPlan:
+    """The backward launches for M rows of width n (row strides ``rs_x`` of x, ``rs_dy`` of dy), cached
+    per call shape like :func:`_fwd_plan`."""
+    fused, block, rows, warps, per_sm = _bwd_config(n, x_dtype.itemsize)
     n_tiles = cdiv(m, rows)
-    sms = _num_sms(dev)
+    dev = device if device >= 0 else None
+    sms = _num_sms(torch.device("cuda", device) if device >= 0 else torch.device("cpu"))
     k = int(need_dw) + int(need_db)
-    w_arg = w if w is not None else x2
+    has_w = w_dtype is not None
+    needs = dict(COMPUTE_DX=need_dx, COMPUTE_DW=need_dw, COMPUTE_DB=need_db)
+    stats = None
     if fused:
         # contiguous chunks of whole tiles, one chunk per program
         g = min(n_tiles, sms * per_sm)
         rows_per_prog = cdiv(n_tiles, g) * rows
         g = cdiv(m, rows_per_prog)
-        part = new_output((k, g, n), torch.float32, dev) if k else x2
-        layer_norm_bwd_fused_kernel[(g,)](
-            x2, dy2, dx if need_dx else x2, w_arg, mean, rstd, part,
-            _row_stride(x2), _row_stride(dy2), n,
-            m, n, rows_per_prog, g * (k - 1),
-            HAS_W=w is not None,
-            COMPUTE_DX=need_dx, COMPUTE_DW=need_dw, COMPUTE_DB=need_db,
-            BLOCK_N=block, ROWS=rows, PREFETCH=True, num_warps=warps)
+        main = BoundLaunch(layer_norm_bwd_fused_kernel, (g,), (rs_x, rs_dy, n, m, n, rows_per_prog, g * (k - 1)),
+                           dict(HAS_W=has_w, **needs, BLOCK_N=block, ROWS=rows, PREFETCH=True), warps, device=dev)
+    else:
+        n_col_blocks = cdiv(n, block)
+        g = _clamp(sms * per_sm // n_col_blocks, 1, n_tiles)
+        if need_dx:
+            stats = BoundLaunch(layer_norm_bwd_row_stats_kernel, (m,), (rs_x, rs_dy, n),
+                                dict(HAS_W=has_w, BLOCK_N=_BWD_STATS_BLOCK), 8, device=dev)
+        main = BoundLaunch(layer_norm_bwd_kernel, (g, n_col_blocks), (rs_x, rs_dy, n, m, n, g * (k - 1)),
+                           dict(HAS_W=has_w, FULL_ROW=False, **needs, BLOCK_N=block, ROWS=rows), warps, device=dev)
+    reduce = None
+    if k:
+        block_g, block_r, warps_r = _reduce_config(g, n)
+        reduce = BoundLaunch(layer_norm_bwd_reduce_kernel, (cdiv(n, block_r), k), (g, n),
+                             dict(BLOCK_G=block_g, BLOCK_N=block_r), warps_r, device=dev)
+    return _BwdPlan(fused, g, stats, main, reduce)
+
+
+@launcher
+def backward_rows(x: torch.Tensor, dy: torch.Tensor, n: int, w: torch.Tensor | None, mean: torch.Tensor,
+                  rstd: torch.Tensor, need_dx: bool, need_dw: bool, need_db: bool, param_dtype: torch.dtype
+                  ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """The backward for ``x`` and ``dy`` of one shape, normalised over their trailing n elements, with the
+    forward's fp32 ``mean`` and ``rstd`` (M,): dx in x's shape and dtype (contiguous), dw and db (n,) in
+    ``param_dtype``; None where not needed. w: contiguous (n,) or None."""
+    x2, m, rs_x = _rows(x, n)
+    dy2, _, rs_dy = _rows(dy, n)
+    dx = new_output_like(x) if need_dx else None
+    if m == 0 or n == 0:
+        dev = x.device
+        dw = torch.zeros(n, dtype=param_dtype, device=dev) if need_dw else None
+        db = torch.zeros(n, dtype=param_dtype, device=dev) if need_db else None
+        return dx, dw, db
+    plan = _bwd_plan(m, n, rs_x, rs_dy, x.dtype, dy.dtype, None if w is None else w.dtype,
+                     need_dx, need_dw, need_db, param_dtype, x.get_device())
+    k = int(need_dw) + int(need_db)
+    dev = x.device
+    w_arg = x2 if w is None else w
+    dx_arg = x2 if dx is None else dx
+    part = new_output((k, plan.g, n), torch.float32, dev) if k else x2
+    if plan.fused:
+        plan.main(x2, dy2, dx_arg, w_arg, mean, rstd, part)
         if need_dx and n == 1:
             # One-element rows: xhat == 0, so dx is exactly 0. The kernel gets g - mean(g) = 0 only up to
             # rounding (the compiler may fuse dy * w into the subtraction as an FMA), times rstd ~ 1/sqrt(eps).
             dx.zero_()
     else:
-        n_col_blocks = cdiv(n, block)
-        g = _clamp(sms * per_sm // n_col_blocks, 1, n_tiles)
-        c1 = c2 = mean  # placeholders unless the row stats are needed
-        if need_dx:
+        c1 = c2 = mean  # placeholders unless dx (and so the row stats) is needed
+        if plan.stats is not None:
             c1 = new_output((m,), torch.float32, dev)
             c2 = new_output((m,), torch.float32, dev)
-            layer_norm_bwd_row_stats_kernel[(m,)](
-                x2, dy2, w_arg, mean, rstd, c1, c2,
-                _row_stride(x2), _row_stride(dy2), n,
-                HAS_W=w is not None, BLOCK_N=_BWD_STATS_BLOCK, num_warps=8)
-        part = new_output((k, g, n), torch.float32, dev) if k else x2
-        layer_norm_bwd_kernel[(g, n_col_blocks)](
-            x2, dy2, dx if need_dx else x2, w_arg, mean, rstd, c1, c2, part,
-            _row_stride(x2), _row_stride(dy2), n,
-            m, n, g * (k - 1),
-            HAS_W=w is not None, FULL_ROW=False,
-            COMPUTE_DX=need_dx, COMPUTE_DW=need_dw, COMPUTE_DB=need_db,
-            BLOCK_N=block, ROWS=rows, num_warps=warps)
-
-    dw = db = None
-    if k:
-        out0 = new_output((n,), param_dtype, dev)
-        out1 = new_output((n,), param_dtype, dev) if k == 2 else out0
-        block_g, block_r, warps_r = _reduce_config(g, n)
-        layer_norm_bwd_reduce_kernel[(cdiv(n, block_r), k)](
-            part, out0, out1, g, n, BLOCK_G=block_g, BLOCK_N=block_r, num_warps=warps_r)
-        dw = out0 if need_dw else None
-        db = out1 if need_db else None
-    return dx, dw, db
+            plan.stats(x2, dy2, w_arg, mean, rstd, c1, c2)
+        plan.main(x2, dy2, dx_arg, w_arg, mean, rstd, c1, c2, part)
+    if not k:
+        return dx, None, None
+    out0 = new_output((n,), param_dtype, dev)
+    out1 = new_output((n,), param_dtype, dev) if k == 2 else out0
+    plan.reduce(part, out0, out1)
+    return dx, (out0 if need_dw else None), (out1 if need_db else None)
 
 
 def _differentiable_backward(x: torch.Tensor, shape: tuple[int, ...], weight: torch.Tensor | None,
@@ -313,14 +341,6 @@ def _differentiable_backward(x: torch.Tensor, shape: tuple[int, ...], weight: to
         y = F.layer_norm(x, shape, weight, bias, eps)
         grads = iter(torch.autograd.grad(y, wanted, dy, create_graph=True))
     return tuple(next(grads) if need else None for need in needs)
-
-
-def forward_rows(x: torch.Tensor, n: int, w: torch.Tensor | None, b: torch.Tensor | None, eps: float,
-                 store_stats: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """The forward launch for ``x`` of any shape normalised over its trailing n elements (M = numel / n
-    rows): y in x's shape and dtype, plus fp32 mean and rstd (M,) if ``store_stats``. w, b: (n,) or None."""
-    x2, m, row_stride = _rows(x, n)
-    return _forward(x2, m, n, row_stride, w, b, eps, store_stats, x.shape)
 
 
 class _LayerNormFunction(torch.autograd.Function):
@@ -349,11 +369,10 @@ class _LayerNormFunction(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph=True: a backward that is itself differentiable
             return (*_differentiable_backward(x, ctx.shape, weight, bias, ctx.eps, dy, ctx.needs_input_grad[:3]),
                     None, None)
-        x2, w = _rows_view(x, n), _param_row(weight, n)
         mean, rstd = ctx.stats
         need_dx, need_dw, need_db = ctx.needs_input_grad[:3]
-        dy2 = _rows_view(dy, n)
-        dx, dw, db = _backward(x2, dy2, w, mean, rstd, need_dx, need_dw, need_db, ctx.param_dtype, x.shape)
+        dx, dw, db = backward_rows(x, dy, n, _param_row(weight, n), mean, rstd, need_dx, need_dw, need_db,
+                                   ctx.param_dtype)
         # reshape only where the shapes differ (each view costs a few microseconds of CPU per call)
         if dw is not None and dw.shape != ctx.w_shape:
             dw = dw.view(ctx.w_shape)

@@ -103,9 +103,7 @@ def _layer_norm_bwd(dy: Tensor, x: Tensor, normalized_shape: List[int], weight: 
     """(dx in x's shape, dweight and dbias in ``normalized_shape``), each (0,) when not needed."""
     n = math.prod(normalized_shape)
     w = weight.reshape(n).contiguous() if weight is not None else None
-    rows = layer_norm_op._rows_view
-    dx, dw, db = layer_norm_op._backward(rows(x, n), rows(dy, n), w, mean, rstd, need_dx, need_dw, need_db, x.dtype,
-                                         x.shape)
+    dx, dw, db = layer_norm_op.backward_rows(x, dy, n, w, mean, rstd, need_dx, need_dw, need_db, x.dtype)
     return (dx if dx is not None else _empty_like_absent(x),
             dw.view(normalized_shape) if dw is not None else _empty_like_absent(x),
             db.view(normalized_shape) if db is not None else _empty_like_absent(x))
@@ -312,7 +310,7 @@ def _tensor_reason(x: Any, *params: Optional[Tensor]) -> Optional[str]:
     if not isinstance(x, Tensor):
         return "input is not a tensor"
     return (_device_reason(x, *params) or common.dtype_reason(x) or common.same_dtype_reason(x, *params)
-            or common.autocast_reason(x.device.type))
+            or common.autocast_reason(x))
 
 
 def _layer_norm_reason(x: Any, normalized_shape: Union[int, Sequence[int]], weight: Optional[Tensor],

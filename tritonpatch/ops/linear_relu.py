@@ -142,7 +142,7 @@ def unsupported(x: Tensor, weight: Tensor, bias: Tensor | None) -> str | None:
     reason = (common.device_reason(x, weight, bias)
               or common.dtype_reason(x)
               or common.same_dtype_reason(x, weight, bias)
-              or common.autocast_reason(x.device.type))
+              or common.autocast_reason(x))
     if reason:
         return reason
     if x.dim() < 1 or weight.dim() != 2 or x.shape[-1] != weight.shape[1]:

@@ -57,4 +57,4 @@ def below_threshold(op: str, size: int, training: bool) -> bool:
 def torch_is_faster(op: str, size: int, training: bool) -> bool:
     """True when torch's own op is expected to beat the patched call (:func:`below_threshold`). Always
     False while the size policy is off."""
-    return common.size_policy_on() and below_threshold(op, size, training)
+    return below_threshold(op, size, training) and common.size_policy_on()  # the environment is read last

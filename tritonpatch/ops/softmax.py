@@ -37,12 +37,12 @@ from tritonpatch.ops.common import (
     dtype_reason,
     interpreting,
     launcher,
-    new_output,
+    new_output_like,
     next_power_of_2,
     records_grad,
 )
 from tritonpatch.ops import size_policy
-from tritonpatch.ops.launch import FastKernel
+from tritonpatch.ops.launch import BoundLaunch, FastKernel
 
 __all__ = ["unsupported", "softmax"]
 
@@ -91,7 +91,7 @@ def unsupported(x: Tensor, dim: int | None, dtype: torch.dtype | None = None) ->
     nd = max(x.dim(), 1)
     if not isinstance(dim, int) or not -nd <= dim < nd:
         return "dim out of range"
-    reason = autocast_reason(x.device.type)
+    reason = autocast_reason(x)
     if reason:
         return reason
     if size_policy.torch_is_faster("softmax", x.numel() * x.element_size(), records_grad(x)):
@@ -186,9 +186,9 @@ def _heuristics() -> tuple[int, int, int, int, int]:
 @functools.lru_cache(maxsize=4096)
 def _fwd_plan(shape: tuple[int, ...], strides: tuple[int, ...], d: int, x_dtype: torch.dtype,
               out_dtype: torch.dtype, device: torch.device, consts: tuple):
-    """The forward launch for this shape/layout/dtypes: (kernel, grid, int args, constexprs, num_warps),
-    or None when the leading/trailing dims do not merge (the caller makes x contiguous). Cached: the
-    Python planning is done once per distinct call shape, not per call. ``consts`` is
+    """The forward launch for this shape/layout/dtypes, taking (x, y), or None when the leading/trailing
+    dims do not merge (the caller makes x contiguous). Cached: the Python planning and the launch's
+    argument key are paid once per distinct call shape, not per call. ``consts`` is
     :func:`_heuristics` (part of the key, so tests that change the module constants take effect)."""
     max_single, rows_tile, loop_bytes, strided_single, strided_tile = consts
     plan = _split(shape, strides, d)
@@ -198,14 +198,15 @@ def _fwd_plan(shape: tuple[int, ...], strides: tuple[int, ...], d: int, x_dtype:
     rnd = out_dtype != x_dtype and out_dtype != torch.float32
     elt = x_dtype.itemsize
     soft = interpreting()
+    dev = device.index if device.type == "cuda" else None
     if inner == 1 and (sr == 1 or R == 1):
         looped, rows, block_n, nw = _rows_config(R, outer, elt, _sm_count(device),
                                                  (max_single, rows_tile, loop_bytes))
         if looped:
-            return (K.softmax_fwd_rows_looped_kernel, (outer,), (R, so, R),
-                    dict(BLOCK_N=block_n, ROUND=rnd, SOFT_BF16=soft), nw)
-        return (K.softmax_fwd_rows_kernel, (cdiv(outer, rows),), (outer, R, so, R),
-                dict(ROWS=rows, BLOCK_N=block_n, ROUND=rnd, SOFT_BF16=soft), nw)
+            return BoundLaunch(K.softmax_fwd_rows_looped_kernel, (outer,), (R, so, R),
+                               dict(BLOCK_N=block_n, ROUND=rnd, SOFT_BF16=soft), nw, device=dev)
+        return BoundLaunch(K.softmax_fwd_rows_kernel, (cdiv(outer, rows),), (outer, R, so, R),
+                           dict(ROWS=rows, BLOCK_N=block_n, ROUND=rnd, SOFT_BF16=soft), nw, device=dev)
     if inner == 1:  # reduced axis strided, rows (outer) are the parallel axis: e.g. a transposed 2-D x
         G, P, sx = 1, outer, (0, sr, so)
         sy = (0, 1, R)
@@ -214,16 +215,16 @@ def _fwd_plan(shape: tuple[int, ...], strides: tuple[int, ...], d: int, x_dtype:
         sy = (R * inner, inner, 1)
     looped, block_r, block_p, nw = _strided_config(R, P, elt, (strided_single, strided_tile, loop_bytes))
     n_pb = cdiv(P, block_p)
-    return (K.softmax_fwd_strided_kernel, (G * n_pb,), (R, P, n_pb, *sx, *sy),
-            dict(BLOCK_R=block_r, BLOCK_P=block_p, LOOPED=looped,
-                 X_R_UNIT=sx[1] == 1, X_P_UNIT=sx[2] == 1, Y_R_UNIT=sy[1] == 1, Y_P_UNIT=sy[2] == 1,
-                 ROUND=rnd, SOFT_BF16=soft), nw)
+    return BoundLaunch(K.softmax_fwd_strided_kernel, (G * n_pb,), (R, P, n_pb, *sx, *sy),
+                       dict(BLOCK_R=block_r, BLOCK_P=block_p, LOOPED=looped,
+                            X_R_UNIT=sx[1] == 1, X_P_UNIT=sx[2] == 1, Y_R_UNIT=sy[1] == 1, Y_P_UNIT=sy[2] == 1,
+                            ROUND=rnd, SOFT_BF16=soft), nw, device=dev)
 
 
 @launcher
 def _forward(x: Tensor, d: int, out_dtype: torch.dtype) -> Tensor:
     """y = softmax(x.to(out_dtype), d) as a new contiguous tensor; x any float dtype/layout, d >= 0."""
-    y = new_output(x.shape, out_dtype, x.device)
+    y = new_output_like(x, out_dtype)
     if x.numel() == 0:
         return y
     y2 = y
@@ -234,8 +235,7 @@ def _forward(x: Tensor, d: int, out_dtype: torch.dtype) -> Tensor:
     if plan is None:  # odd layout: leading/trailing dims that do not merge into one axis
         x = x.contiguous()
         plan = _fwd_plan(x.shape, x.stride(), d, x.dtype, out_dtype, x.device, consts)
-    kernel, grid, ints, constexprs, nw = plan
-    kernel[grid](x, y2, *ints, **constexprs, num_warps=nw)
+    plan(x, y2)
     return y
 
 
@@ -245,49 +245,50 @@ def _bwd_heuristics() -> tuple[int, int, int, int, int]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _bwd_plan(shape: tuple[int, ...], dy_strides: tuple[int, ...], d: int, elt: int, device: torch.device,
-              consts: tuple):
-    """The backward launch for this shape and dy layout (y and dx contiguous): (kernel, grid, int args,
-    constexprs, num_warps), or None when dy's leading/trailing dims do not merge (the caller makes dy
-    contiguous). Cached like :func:`_fwd_plan`; ``consts`` is :func:`_bwd_heuristics`."""
+def _bwd_plan(shape: tuple[int, ...], dy_strides: tuple[int, ...], d: int, y_dtype: torch.dtype,
+              dy_dtype: torch.dtype, dx_dtype: torch.dtype, device: torch.device, consts: tuple):
+    """The backward launch for this shape, dy layout and dtypes (y and dx contiguous), taking (y, dy, dx),
+    or None when dy's leading/trailing dims do not merge (the caller makes dy contiguous). Cached like
+    :func:`_fwd_plan`; ``consts`` is :func:`_bwd_heuristics`."""
     max_single, rows_tile, loop_bytes, strided_single, strided_tile = consts
     plan = _split(shape, dy_strides, d)
     if plan is None:
         return None
     outer, R, inner, dso, dsr, dsi = plan
+    elt = max(y_dtype.itemsize, dy_dtype.itemsize)
     soft = interpreting()
+    dev = device.index if device.type == "cuda" else None
     if inner == 1:
         looped, rows, block_n, nw = _rows_config(R, outer, elt, _sm_count(device), (max_single, rows_tile, loop_bytes))
         unit = dsr == 1 or R == 1
         if looped:
-            return (K.softmax_bwd_rows_looped_kernel, (outer,), (R, R, dso, dsr),
-                    dict(BLOCK_N=block_n, DY_COL_UNIT=unit, SOFT_BF16=soft), nw)
-        return (K.softmax_bwd_rows_kernel, (cdiv(outer, rows),), (outer, R, R, dso, dsr),
-                dict(ROWS=rows, BLOCK_N=block_n, DY_COL_UNIT=unit, SOFT_BF16=soft), nw)
+            return BoundLaunch(K.softmax_bwd_rows_looped_kernel, (outer,), (R, R, dso, dsr),
+                               dict(BLOCK_N=block_n, DY_COL_UNIT=unit, SOFT_BF16=soft), nw, device=dev)
+        return BoundLaunch(K.softmax_bwd_rows_kernel, (cdiv(outer, rows),), (outer, R, R, dso, dsr),
+                           dict(ROWS=rows, BLOCK_N=block_n, DY_COL_UNIT=unit, SOFT_BF16=soft), nw, device=dev)
     looped, block_r, block_p, nw = _strided_config(R, inner, elt, (strided_single, strided_tile, loop_bytes))
     n_pb = cdiv(inner, block_p)
-    return (K.softmax_bwd_strided_kernel, (outer * n_pb,), (R, inner, n_pb, R * inner, inner, 1, dso, dsr, dsi),
-            dict(BLOCK_R=block_r, BLOCK_P=block_p, LOOPED=looped, O_R_UNIT=False, O_P_UNIT=True,
-                 D_R_UNIT=dsr == 1, D_P_UNIT=dsi == 1, SOFT_BF16=soft), nw)
+    return BoundLaunch(K.softmax_bwd_strided_kernel, (outer * n_pb,),
+                       (R, inner, n_pb, R * inner, inner, 1, dso, dsr, dsi),
+                       dict(BLOCK_R=block_r, BLOCK_P=block_p, LOOPED=looped, O_R_UNIT=False, O_P_UNIT=True,
+                            D_R_UNIT=dsr == 1, D_P_UNIT=dsi == 1, SOFT_BF16=soft), nw, device=dev)
 
 
 @launcher
 def _backward(y: Tensor, dy: Tensor, d: int, dx_dtype: torch.dtype) -> Tensor:
     """dx = y * (dy - sum(dy * y, d)) in ``dx_dtype``; y contiguous (the forward's output), dy any layout."""
-    dx = new_output(y.shape, dx_dtype, y.device)
+    dx = new_output_like(y, dx_dtype)
     if y.numel() == 0:
         return dx
     dx2 = dx
     if y.dim() == 0:
         y, dy, dx2, d = y.reshape(1), dy.reshape(1), dx.view(1), 0
-    elt = max(y.element_size(), dy.element_size())
     consts = _bwd_heuristics()
-    plan = _bwd_plan(y.shape, dy.stride(), d, elt, y.device, consts)
+    plan = _bwd_plan(y.shape, dy.stride(), d, y.dtype, dy.dtype, dx_dtype, y.device, consts)
     if plan is None:
         dy = dy.contiguous()
-        plan = _bwd_plan(y.shape, dy.stride(), d, elt, y.device, consts)
-    kernel, grid, ints, constexprs, nw = plan
-    kernel[grid](y, dy, dx2, *ints, **constexprs, num_warps=nw)
+        plan = _bwd_plan(y.shape, dy.stride(), d, y.dtype, dy.dtype, dx_dtype, y.device, consts)
+    plan(y, dy, dx2)
     return dx
 
 
