@@ -259,6 +259,8 @@ def test_size_policy_and_fp32_policy(monkeypatch):
     monkeypatch.setattr(common, "interpreting", lambda: False)
     assert op.torch_is_faster(1, 8, 8)
     assert not op.torch_is_faster(8192, 4096, 1024)          # 68.7 GFLOP: measured faster patched
+    assert not op.torch_is_faster(8192, 3072, 768)           # 38.7 GFLOP: the smallest measured win
+    assert op.torch_is_faster(4096, 4096, 1024)              # 34.4 GFLOP (OPT-350m FFN at 8 x 512)
     assert op.torch_is_faster(8192, 4096, 1024, training=True)  # but not in training at that size
     assert not op.torch_is_faster(16384, 4096, 1024, training=True)
     assert op.torch_is_faster(8192, 16384, 4096)               # large K: plain GEMM + ReLU is faster

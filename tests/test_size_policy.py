@@ -44,7 +44,7 @@ def test_layer_norm_thresholds(policy_on):
 def test_softmax_thresholds(policy_on):
     attn = _meta(8, 16, 512, 512)                 # OPT eager attention scores, 64 MiB
     assert sm_op.unsupported(attn, -1, torch.float32) is None
-    assert sm_op.unsupported(_meta(8, 16, 512, 256), -1) == size_policy.REASON
+    assert sm_op.unsupported(_meta(8, 16, 512, 128), -1) == size_policy.REASON  # 16 MiB
     assert sm_op.unsupported(_meta(8, 16, 512, 512, requires_grad=True), -1) == size_policy.REASON
     assert sm_op.unsupported(_meta(8, 32, 512, 512, requires_grad=True), -1) is None
 

@@ -120,7 +120,7 @@ def slower_than_torch(M: int, N: int, K: int, training: bool = False) -> bool:
 
 def torch_is_faster(M: int, N: int, K: int, training: bool = False) -> bool:
     """Size policy: :func:`slower_than_torch`, while the policy is on (never under the interpreter)."""
-    return common.size_policy_on() and slower_than_torch(M, N, K, training)
+    return slower_than_torch(M, N, K, training) and common.size_policy_on()  # the environment read last
 
 
 def use_triton_backward(M: int, N: int, K: int, dtype: torch.dtype) -> bool:

@@ -5,20 +5,24 @@ A patched call costs more CPU than torch's own op (Python dispatch, a Triton lau
 Python autograd node), and saves GPU time in proportion to the bytes it moves. So Triton wins from a
 size up, and that size is larger in training (the autograd node's CPU cost comes on top).
 
-Measured on an H100 80GB HBM3 host, 2026-11-26 (torch 2.11, triton 3.6), by
-``benchmarks/crossover.py``: patched vs unpatched modules called back to back, one sync per 50 calls,
-so CPU time counts as much as GPU time, as in a launch-bound model (ratios torch / patched):
+Measured on an NVIDIA H200 host, 2026-11-30 (torch 2.11, triton 3.6), by ``benchmarks/crossover.py``
+after the launch-plan caches (``benchmarks/results_2026-11-30/crossover.txt``): patched vs unpatched
+modules called back to back, one sync per 50 calls, so CPU time counts as much as GPU time, as in a
+launch-bound model (ratios torch / patched):
 
-* LayerNorm forward: bf16 4096x4096 (32 MiB) 0.54, 16384x1024 (32 MiB) 0.62, 16384x4096 (128 MiB) 1.26;
-  fp32 16384x1024 (64 MiB) 1.17, 4096x4096 (64 MiB) 1.00.
-  Forward+backward: fp32 16384x1024 (64 MiB) 0.92, 4096x4096 0.78; bf16 16384x4096 (128 MiB) 1.30.
-* softmax forward: bf16 4096x4096 (32 MiB) 1.21 but 16384x1024 (32 MiB) 0.67; fp32 16384x1024 (64 MiB)
-  1.04, 4096x4096 (64 MiB) 1.26. Forward+backward: fp32 4096x4096 (64 MiB) 0.87, 16384x1024 1.38;
-  bf16 16384x4096 (128 MiB) 1.66.
-* Linear+ReLU (bf16, cuBLASLt epilogue), forward: 8192x1024->4096 (68.7 GFLOP) 1.35, 8192x4096->1024
-  (68.7 GFLOP) 1.02, 8192x768->3072 (38.7 GFLOP) 0.92, every 2048-row shape 0.58-0.70.
-  Forward+backward: 8192x1024->4096 1.09, 8192x4096->1024 0.97, 8192x768->3072 0.58; 16384x1024->4096
-  (137 GFLOP) 1.07 (benchmarks/bench_linear_relu.py, same host and day).
+* LayerNorm forward: bf16 16384x1024 and 4096x4096 (32 MiB) 1.44 / 1.32, 1024x4096 (8 MiB) 0.96,
+  4096x1024 (8 MiB) 0.58; fp32 4096x1024 (16 MiB) 0.64, 16384x1024 / 4096x4096 (64 MiB) 1.47 / 1.39.
+  Forward+backward: bf16 32 MiB 0.51-0.67, 16384x4096 (128 MiB) 1.47; fp32 64 MiB 0.81-0.91,
+  16384x4096 (256 MiB) 1.50.
+* softmax forward: bf16 32 MiB 1.45 / 1.66, 8 MiB 0.39-0.64; fp32 16 MiB 0.51, 64 MiB 1.06 / 1.38.
+  Forward+backward: bf16 32 MiB 0.54 / 0.64, 128 MiB 1.88; fp32 64 MiB 0.96 / 1.17, 256 MiB 1.51.
+* Linear+ReLU (bf16, cuBLASLt epilogue), forward: 8192x768->3072 (38.7 GFLOP) 1.10, 8192x1024->4096
+  (68.7 GFLOP) 1.23, 8192x4096->1024 1.00; every shape of 2048 rows or fewer (<= 17.2 GFLOP) 0.58-0.90.
+  Forward+backward: 0.55-0.86 at every shape up to 8192 rows (68.7 GFLOP); the training threshold
+  stays at the H100's measurement (16384x1024->4096, 137 GFLOP: 1.07; H100 80GB HBM3, 2026-11-26).
+
+The H100 (2026-11-26, before the plan caches) had the LayerNorm and softmax forward thresholds at
+64 MiB: its patched calls cost more CPU then.
 
 Thresholds (the input's bytes for LayerNorm and softmax, forward FLOPs 2*M*N*K for Linear+ReLU) sit at
 the first size that won for every shape measured there. Off under the interpreter and with
@@ -34,9 +38,9 @@ _MiB = 2 ** 20
 
 #: op -> (smallest size Triton takes in inference, smallest size when autograd records the call)
 MIN_SIZE: dict[str, tuple[int, int]] = {
-    "layer_norm": (64 * _MiB, 128 * _MiB),    # bytes of the input
-    "softmax": (64 * _MiB, 128 * _MiB),       # bytes of the input
-    "linear_relu": (2 ** 36, 2 ** 37),        # forward FLOPs, 2*M*N*K (68.7 G, 137 G)
+    "layer_norm": (32 * _MiB, 128 * _MiB),    # bytes of the input
+    "softmax": (32 * _MiB, 128 * _MiB),       # bytes of the input
+    "linear_relu": (2 * 8192 * 768 * 3072, 2 ** 37),  # forward FLOPs, 2*M*N*K (38.7 G, 137 G)
 }
 
 #: The fallback reason the report counts.
