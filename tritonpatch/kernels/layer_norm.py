@@ -129,6 +129,27 @@ def layer_norm_fwd_looped_kernel(
 
 
 @triton.jit
+def _dx_tile(g, xhat, rstd, c1, c2):
+    """dx = (g - (xhat * c1 + c2)) * rstd for a (ROWS, BLOCK_N) tile, g = dy * w (dy without a weight);
+    c1, c2 (ROWS,) are the row means of xhat * g and of g over the whole row."""
+    return (g - (xhat * c1[:, None] + c2[:, None])) * rstd[:, None]
+
+
+@triton.jit
+def _store_partials(Part, p, N, cols, col_ok, dw_acc, db_acc, db_row0,
+                    COMPUTE_DW: tl.constexpr, COMPUTE_DB: tl.constexpr):
+    """Write program p's dw/db partial rows (the column sums of its fp32 accumulators) at ``cols``.
+
+    Part is (K, G, N) fp32 with K = COMPUTE_DW + COMPUTE_DB: the dw partial of program p is row p
+    (Part + p * N), the db partial row db_row0 + p (db_row0 = G when both are computed, else 0)."""
+    p64 = p.to(tl.int64)
+    if COMPUTE_DW:
+        tl.store(Part + p64 * N + cols, tl.sum(dw_acc, axis=0), mask=col_ok)
+    if COMPUTE_DB:
+        tl.store(Part + (db_row0 + p64) * N + cols, tl.sum(db_acc, axis=0), mask=col_ok)
+
+
+@triton.jit
 def layer_norm_bwd_row_stats_kernel(
     X, DY, W, Mean, Rstd, C1, C2,
     stride_x_row, stride_dy_row,
@@ -196,31 +217,20 @@ def layer_norm_bwd_kernel(
         rstd = tl.load(Rstd + rows, mask=row_ok, other=0.0)
         xhat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
         if COMPUTE_DX:
-            if HAS_W:
-                g = dy * w[None, :]
-            else:
-                g = dy
+            g = dy * w[None, :] if HAS_W else dy
             if FULL_ROW:
                 c1 = tl.sum(xhat * g, axis=1) / N
                 c2 = tl.sum(g, axis=1) / N
             else:
                 c1 = tl.load(C1 + rows, mask=row_ok, other=0.0)
                 c2 = tl.load(C2 + rows, mask=row_ok, other=0.0)
-            dx = (g - (xhat * c1[:, None] + c2[:, None])) * rstd[:, None]
-            dx_ptrs = DX + rows[:, None] * stride_dx_row + cols[None, :]
-            tl.store(dx_ptrs, dx.to(DX.dtype.element_ty), mask=mask)
+            dx = _dx_tile(g, xhat, rstd, c1, c2)
+            tl.store(DX + rows[:, None] * stride_dx_row + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
         if COMPUTE_DW:
             dw_acc += dy * xhat
         if COMPUTE_DB:
             db_acc += dy
-
-    # Part is (K, G, N) fp32 with K = COMPUTE_DW + COMPUTE_DB: the dw partial of program p is row p
-    # (Part + p * N), the db partial row db_row0 + p (db_row0 = G when both are computed, else 0).
-    pid64 = pid.to(tl.int64)
-    if COMPUTE_DW:
-        tl.store(Part + pid64 * N + cols, tl.sum(dw_acc, axis=0), mask=col_ok)
-    if COMPUTE_DB:
-        tl.store(Part + (db_row0 + pid64) * N + cols, tl.sum(db_acc, axis=0), mask=col_ok)
+    _store_partials(Part, pid, N, cols, col_ok, dw_acc, db_acc, db_row0, COMPUTE_DW, COMPUTE_DB)
 
 
 @triton.jit
@@ -285,26 +295,16 @@ def layer_norm_bwd_fused_kernel(
             rstd = tl.load(Rstd + rows, mask=row_ok, other=0.0)
         xhat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
         if COMPUTE_DX:
-            if HAS_W:
-                g = dy * w[None, :]
-            else:
-                g = dy
+            g = dy * w[None, :] if HAS_W else dy
             c1 = tl.sum(xhat * g, axis=1) / N
             c2 = tl.sum(g, axis=1) / N
-            dx = (g - (xhat * c1[:, None] + c2[:, None])) * rstd[:, None]
+            dx = _dx_tile(g, xhat, rstd, c1, c2)
             tl.store(DX + rows[:, None] * stride_dx_row + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
         if COMPUTE_DW:
             dw_acc += dy * xhat
         if COMPUTE_DB:
             db_acc += dy
-
-    # Part is (K, G, N) fp32 with K = COMPUTE_DW + COMPUTE_DB: the dw partial of program p is row p
-    # (Part + p * N), the db partial row db_row0 + p (db_row0 = G when both are computed, else 0).
-    pid64 = pid.to(tl.int64)
-    if COMPUTE_DW:
-        tl.store(Part + pid64 * N + cols, tl.sum(dw_acc, axis=0), mask=col_ok)
-    if COMPUTE_DB:
-        tl.store(Part + (db_row0 + pid64) * N + cols, tl.sum(db_acc, axis=0), mask=col_ok)
+    _store_partials(Part, pid, N, cols, col_ok, dw_acc, db_acc, db_row0, COMPUTE_DW, COMPUTE_DB)
 
 
 @triton.jit

@@ -113,6 +113,20 @@ def _grouped_tile(pid, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
 
 
 @triton.jit
+def _tile_offsets(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                  GROUP_M: tl.constexpr):
+    """The (BLOCK_M, BLOCK_N) output tile of program ``pid`` in an (M, N) result: (pid_n, offs_m, offs_n,
+    offs_k, load_m, load_n), all int64. Rows/columns past the edge re-read valid ones (load_m, load_n
+    wrap) so the main loads need no M/N mask; those results are never stored. (No contiguity hints: a
+    wrapped edge tile is not contiguous, and M or N is the unit-stride axis for transposed operands.)"""
+    pid_m, pid_n = _grouped_tile(pid, tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
+    offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K).to(tl.int64)
+    return pid_n, offs_m, offs_n, offs_k, offs_m % M, offs_n % N
+
+
+@triton.jit
 def _to_output(acc, out_ptr, UPCAST: tl.constexpr):
     """Cast the fp32 tile to the element dtype of ``out_ptr``, rounding to nearest even.
 
@@ -146,17 +160,8 @@ def linear_relu_fwd_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     """y = relu(x @ W^T + b) for one (BLOCK_M, BLOCK_N) tile; y is (M, N) in y's dtype."""
-    pid = tl.program_id(0)
-    pid_m, pid_n = _grouped_tile(pid, tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
-
-    offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_k = tl.arange(0, BLOCK_K).to(tl.int64)
-    # Rows/columns past the edge re-read valid ones (wrap) so the main loads need no M/N mask; those
-    # results are never stored. (No contiguity hints: a wrapped edge tile is not contiguous, and M or N
-    # is the unit-stride axis for transposed operands.)
-    load_m = offs_m % M
-    load_n = offs_n % N
+    _, offs_m, offs_n, offs_k, load_m, load_n = _tile_offsets(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, BLOCK_K,
+                                                              GROUP_M)
     x_ptrs = x_ptr + load_m[:, None] * stride_xm + offs_k[None, :] * stride_xk   # (BM, BK)
     w_ptrs = w_ptr + offs_k[:, None] * stride_wk + load_n[None, :] * stride_wn   # (BK, BN) = W^T tile
     step_x = BLOCK_K * tl.cast(stride_xk, tl.int64)
@@ -211,14 +216,8 @@ def masked_matmul_kernel(
     With HAS_SUM the programs of the first column of tiles also write s[p] = sum_r (A * [Y > 0])[p, r]
     (the bias gradient when A = dy^T). C and s are in C's / s's dtype; accumulation is fp32.
     """
-    pid = tl.program_id(0)
-    pid_m, pid_n = _grouped_tile(pid, tl.cdiv(P, BLOCK_M), tl.cdiv(Q, BLOCK_N), GROUP_M)
-
-    offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_k = tl.arange(0, BLOCK_K).to(tl.int64)
-    load_m = offs_m % P
-    load_n = offs_n % Q
+    pid_n, offs_m, offs_n, offs_k, load_m, load_n = _tile_offsets(tl.program_id(0), P, Q, BLOCK_M, BLOCK_N,
+                                                                   BLOCK_K, GROUP_M)
     a_ptrs = a_ptr + load_m[:, None] * stride_ap + offs_k[None, :] * stride_ar   # (BM, BK)
     y_ptrs = y_ptr + load_m[:, None] * stride_yp + offs_k[None, :] * stride_yr   # (BM, BK)
     b_ptrs = b_ptr + offs_k[:, None] * stride_br + load_n[None, :] * stride_bq   # (BK, BN)
