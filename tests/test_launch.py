@@ -96,3 +96,38 @@ def test_kernels_run_on_the_tensors_device_not_the_current_one():
         assert y.device == x.device and s.device == x.device
         torch.testing.assert_close(y, torch.nn.functional.layer_norm(x, (256,), w, w, 1e-5), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(s, torch.softmax(x, -1), rtol=1e-5, atol=1e-6)
+
+
+def test_launch_plans_are_cached_per_call_shape_and_split_on_dtypes():
+    """One BoundLaunch per call shape; every dtype the kernel specializes on is part of the plan's key."""
+    from tritonpatch.ops import softmax as sm_op
+    dev = torch.device(DEVICE)
+    consts = sm_op._bwd_heuristics()
+    plan = sm_op._bwd_plan((4, 8), (8, 1), 1, torch.float32, torch.float32, torch.bfloat16, dev, consts)
+    assert plan is sm_op._bwd_plan((4, 8), (8, 1), 1, torch.float32, torch.float32, torch.bfloat16, dev, consts)
+    for other in ((torch.float32, torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16, torch.bfloat16)):
+        assert sm_op._bwd_plan((4, 8), (8, 1), 1, *other, dev, consts) is not plan
+    index = 0 if DEVICE == "cuda" else -1
+    f32 = ln_op._fwd_plan(16, 64, 64, 1e-5, torch.float32, torch.float32, None, False, index)
+    assert f32 is ln_op._fwd_plan(16, 64, 64, 1e-5, torch.float32, torch.float32, None, False, index)
+    assert f32 is not ln_op._fwd_plan(16, 64, 64, 1e-5, torch.bfloat16, torch.bfloat16, None, False, index)
+    assert f32 is not ln_op._fwd_plan(16, 64, 64, 1e-5, torch.float32, None, None, False, index)
+
+
+@pytest.mark.skipif(INTERPRET, reason="the direct path is CUDA only")
+def test_check_mode_catches_a_plan_reused_for_other_dtypes():
+    """TRITONPATCH_CHECK_LAUNCH=1 (set by conftest): a BoundLaunch bound to fp32 tensors refuses bf16 ones
+    instead of launching the fp32 kernel on them."""
+    assert launch._checking()
+    n = 64
+    plan = launch.BoundLaunch(ln_op.layer_norm_fwd_kernel, (1,), (n, n, 1, n, 1e-5),
+                              dict(HAS_W=False, HAS_B=False, STORE_STATS=False, BLOCK_N=n, ROWS=1), 4,
+                              device=torch.cuda.current_device())
+    x = torch.randn(1, n, device=DEVICE)
+    y = torch.empty_like(x)
+    plan(x, y, x, x, x, x)  # binds (Triton compiles or finds the kernel)
+    plan(x, y, x, x, x, x)  # direct
+    torch.testing.assert_close(y, torch.nn.functional.layer_norm(x, (n,)), rtol=1e-5, atol=1e-5)
+    xb = x.bfloat16()
+    with pytest.raises(RuntimeError, match="specializes differently"):
+        plan(xb, torch.empty_like(xb), xb, xb, xb, xb)
