@@ -86,7 +86,7 @@ def main() -> None:
                 rows.append(row)
                 print(f"{row['dtype']:9s} {m}x{n} {name:40s} {ms:8.4f} ms {gbs:6.0f} GB/s "
                       f"{row['pct_copy']:>5s}% of copy  err {row['max_rel_err']}", flush=True)
-            del x, dy
+            x = dy = ref = None  # free before the next shape
             torch.cuda.empty_cache()
     if args.csv:
         write_csv(rows, args.csv)
