@@ -10,41 +10,19 @@ LayerNorm forward+backward once (as the suite does), lists the threads it left, 
 """
 from __future__ import annotations
 
-import statistics
+import os
 import sys
 import threading
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from triton.testing import do_bench
 
-import tritonpatch
-
-
-class Identity(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g
-
-
-def per_call_us(fn, calls: int = 50, reps: int = 9) -> float:
-    for _ in range(5):
-        fn()
-    torch.cuda.synchronize()
-    samples = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        torch.cuda.synchronize()
-        samples.append((time.perf_counter() - t0) / calls * 1e6)
-    return statistics.median(samples)
+os.environ["TRITONPATCH_SIZE_POLICY"] = "0"  # the patched LayerNorm must run on Triton at this size
+import tritonpatch  # noqa: E402
+from crossover import per_call_us  # noqa: E402 (benchmarks/ is on sys.path)
+from probe_autograd import Identity  # noqa: E402
 
 
 def measure(tag: str) -> None:
@@ -59,9 +37,10 @@ def measure(tag: str) -> None:
     rows = [("identity Function fwd+bwd (64x64)", per_call_us(lambda: Identity.apply(small).backward(g))),
             ("LayerNorm 8192x4096 fwd+bwd, torch", per_call_us(step))]
     torch_db = do_bench(step, grad_to_none=[x, ln.weight, ln.bias], return_mode="median") * 1e3
-    with tritonpatch.patch(ln):
+    with tritonpatch.patch(ln) as p:
         rows.append(("LayerNorm 8192x4096 fwd+bwd, patched", per_call_us(step)))
         ours_db = do_bench(step, grad_to_none=[x, ln.weight, ln.bias], return_mode="median") * 1e3
+    assert p.layers[0].triton_calls > 0 and not p.layers[0].fallback_calls, str(p)
     rows += [("  same, do_bench median: torch", torch_db), ("  same, do_bench median: patched", ours_db)]
     print(f"-- {tag}: {threading.active_count()} Python threads, switch interval {sys.getswitchinterval() * 1e3:.1f} ms")
     for name, us in rows:
