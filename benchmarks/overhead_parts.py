@@ -3,10 +3,15 @@
     python benchmarks/overhead_parts.py
 
 Each row is the median of 10 timed batches of calls (the hosts these run on are preempted now and then).
+A patched module is timed twice: on its Triton (or cuBLASLt) path with the size policy off, and falling
+back with it on (64x64 is below every threshold). (Runs before 2026-11-30 17:20 UTC timed only the
+second, under the first's name.)
 """
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +26,28 @@ from timing import cpu_us as _cpu_us  # noqa: E402 (benchmarks/ is on sys.path)
 
 def cpu_us(fn, n: int = 2000) -> float:
     return _cpu_us(fn, n, batches=10)
+
+
+@contextlib.contextmanager
+def size_policy(on: bool):
+    """The size policy on or off (read per call) for the block."""
+    saved = os.environ.get("TRITONPATCH_SIZE_POLICY")
+    os.environ["TRITONPATCH_SIZE_POLICY"] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["TRITONPATCH_SIZE_POLICY"]
+        else:
+            os.environ["TRITONPATCH_SIZE_POLICY"] = saved
+
+
+def both_paths(rows: list, name: str, fn, n: int = 2000) -> None:
+    """Time a patched call on its Triton path and falling back."""
+    with size_policy(False):
+        rows.append((name + ", Triton", cpu_us(fn, n)))
+    with size_policy(True):
+        rows.append((name + ", falls back", cpu_us(fn, n)))
 
 
 class Pair(nn.Module):
@@ -54,7 +81,7 @@ def main() -> None:
         rows.append(("ln_op.layer_norm", cpu_us(lambda: ln_op.layer_norm(x, (64,), w, b))))
         rows.append(("ln _forward (launch)", cpu_us(lambda: ln_op.forward_rows(x, 64, w, b, 1e-5, False))))
         with tritonpatch.patch(ln):
-            rows.append(("patched LayerNorm module", cpu_us(lambda: ln(x))))
+            both_paths(rows, "patched LayerNorm module", lambda: ln(x))
         rows.append(("F.linear + relu", cpu_us(lambda: F.relu(F.linear(x, pair.fc.weight, pair.fc.bias)))))
         rows.append(("_addmm_activation", cpu_us(lambda: torch._addmm_activation(pair.fc.bias, x, pair.fc.weight.t()))))
         rows.append(("pair module", cpu_us(lambda: pair(x))))
@@ -62,21 +89,21 @@ def main() -> None:
         rows.append(("lr_op cublaslt", cpu_us(lambda: lr_op.linear_relu(x, pair.fc.weight, pair.fc.bias, "cublaslt"))))
         rows.append(("lr_op triton", cpu_us(lambda: lr_op.linear_relu(x, pair.fc.weight, pair.fc.bias, "triton"))))
         with tritonpatch.patch(pair):
-            rows.append(("patched pair module", cpu_us(lambda: pair(x))))
+            both_paths(rows, "patched pair module", lambda: pair(x))
         rows.append(("softmax module", cpu_us(lambda: soft(x))))
         rows.append(("sm unsupported()", cpu_us(lambda: sm_op.unsupported(x, -1, torch.float32))))
         rows.append(("sm_op.softmax", cpu_us(lambda: sm_op.softmax(x, -1, torch.float32))))
         with tritonpatch.patch(soft):
-            rows.append(("patched softmax module", cpu_us(lambda: soft(x))))
+            both_paths(rows, "patched softmax module", lambda: soft(x))
             rows.append(("F.softmax outside the model, patched", cpu_us(lambda: F.softmax(x, dim=-1))))
     xg = x.detach().requires_grad_()
     dy = torch.randn_like(x)
     rows.append(("LayerNorm fwd+bwd torch", cpu_us(lambda: ln(xg).backward(dy), 500)))
     with tritonpatch.patch(ln):
-        rows.append(("LayerNorm fwd+bwd patched", cpu_us(lambda: ln(xg).backward(dy), 500)))
+        both_paths(rows, "LayerNorm fwd+bwd patched", lambda: ln(xg).backward(dy), 500)
     gc.disable()
-    with tritonpatch.patch(ln):
-        rows.append(("LayerNorm fwd+bwd patched, gc off", cpu_us(lambda: ln(xg).backward(dy), 500)))
+    with tritonpatch.patch(ln), size_policy(False):
+        rows.append(("LayerNorm fwd+bwd patched, Triton, gc off", cpu_us(lambda: ln(xg).backward(dy), 500)))
     gc.enable()
     x2 = x.detach()
     mean = torch.zeros(64, device=dev)
@@ -91,7 +118,7 @@ def main() -> None:
     import cProfile
     import io
     import pstats
-    with tritonpatch.patch(ln):
+    with tritonpatch.patch(ln), size_policy(False):
         prof = cProfile.Profile()
         prof.enable()
         for _ in range(300):
