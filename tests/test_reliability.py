@@ -210,3 +210,34 @@ def test_double_backward_each_op(device):
             penalty = sum((g ** 2).sum() for g in gs if g is not None and g.requires_grad)
             results.append(torch.autograd.grad(penalty, leaves, allow_unused=True))
         _second_order_bar(*results)
+
+
+class _Scale(nn.Module):
+    """A parametrization: the module's weight is 1.5 x the stored one (``parametrize`` makes ``weight`` a
+    property and takes it out of ``_parameters``)."""
+
+    def forward(self, w):
+        return 1.5 * w
+
+
+def test_parametrized_weights_are_read_through_the_parametrization(device):
+    """The patched layers read parameters from ``_parameters`` on the fast path; a parametrized weight
+    is not there and must still be the parametrization's value (weight norm, spectral norm, LoRA-style
+    reparametrizations)."""
+    from torch.nn.utils import parametrize
+    model = Block().to(device)
+    parametrize.register_parametrization(model.norm, "weight", _Scale())
+    parametrize.register_parametrization(model.fc, "weight", _Scale())
+    x = torch.randn(5, 16, device=device, requires_grad=True)
+    dy = torch.randn(5, 16, device=device)
+    model64 = copy.deepcopy(model).double()
+    x64 = x.detach().double().requires_grad_()
+    ref = model64(x64)
+    ref_grads = torch.autograd.grad(ref, [x64, model64.norm.parametrizations.weight.original], dy.double())
+    with tritonpatch.patch(model) as p:
+        out = model(x)
+        grads = torch.autograd.grad(out, [x, model.norm.parametrizations.weight.original], dy)
+    assert kinds_on_triton(p) == {"layer_norm", "linear_relu", "softmax"}, str(p)
+    assert rel_err(out, ref) < FP32_TOL
+    for g, r in zip(grads, ref_grads):
+        assert rel_err(g, r) < FP32_TOL
