@@ -139,7 +139,7 @@ class FastKernel:
             return None
         if device is None:
             device = torch.cuda.current_device()
-        key = (device, num_warps, num_stages, tuple(constexprs.items()), _arg_key(args))
+        key = self.key(device, args, num_warps, num_stages, constexprs)
         entry = self._cache.get(key)
         if entry is None:
             compiled = self._slow(grid, args, num_warps, num_stages, constexprs)
@@ -154,6 +154,12 @@ class FastKernel:
         entry.run(grid[0], g1, g2, _raw_stream(device), entry.function, entry.metadata, None, None, None,
                   *args, *[constexprs[n] for n in entry.names])
         return entry
+
+    @staticmethod
+    def key(device: int, args: tuple, num_warps: int, num_stages: int | None, constexprs: dict[str, Any]) -> tuple:
+        """The cache key of a launch (see the module docstring): a compiled kernel is reused only for an
+        equal key."""
+        return (device, num_warps, num_stages, tuple(constexprs.items()), _arg_key(args))
 
     def _slow(self, grid: tuple[int, ...], args: tuple, num_warps: int, num_stages: int | None,
               constexprs: dict[str, Any]) -> Any:
@@ -225,7 +231,7 @@ class BoundLaunch:
                 self._entry = used
 
     def _full_key(self, args: tuple) -> tuple:
-        return (self.device, self.num_warps, self.num_stages, tuple(self.constexprs.items()), _arg_key(args))
+        return FastKernel.key(self.device, args, self.num_warps, self.num_stages, self.constexprs)
 
     def _check(self, tensors: tuple) -> None:
         key = self._full_key((*tensors, *self.scalars))

@@ -295,15 +295,14 @@ def backward_rows(x: torch.Tensor, dy: torch.Tensor, n: int, w: torch.Tensor | N
     x2, m, rs_x = _rows(x, n)
     dy2, _, rs_dy = _rows(dy, n)
     dx = new_output_like(x) if need_dx else None
+    dev = x.device
     if m == 0 or n == 0:
-        dev = x.device
         dw = torch.zeros(n, dtype=param_dtype, device=dev) if need_dw else None
         db = torch.zeros(n, dtype=param_dtype, device=dev) if need_db else None
         return dx, dw, db
     plan = _bwd_plan(m, n, rs_x, rs_dy, x.dtype, dy.dtype, None if w is None else w.dtype,
                      need_dx, need_dw, need_db, param_dtype, x.get_device())
     k = int(need_dw) + int(need_db)
-    dev = x.device
     w_arg = x2 if w is None else w
     dx_arg = x2 if dx is None else dx
     part = new_output((k, plan.g, n), torch.float32, dev) if k else x2
