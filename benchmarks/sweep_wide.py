@@ -57,7 +57,8 @@ def main() -> None:
         for nw in (8, 16, 32):
             def run(nw=nw):
                 LK.layer_norm_fwd_kernel[(m,)](x, y, w, b, x, x, n, n, m, n, 1e-5, HAS_W=True, HAS_B=True,
-                                               STORE_STATS=False, BLOCK_N=block, ROWS=1, num_warps=nw)
+                                               STORE_STATS=False, BLOCK_N=block, ROWS=1, EVEN=False,
+                                               num_warps=nw)
             try:
                 run()
                 e = rel(y, ref)

@@ -121,7 +121,7 @@ def test_check_mode_catches_a_plan_reused_for_other_dtypes():
     assert launch._checking()
     n = 64
     plan = launch.BoundLaunch(ln_op.layer_norm_fwd_kernel, (1,), (n, n, 1, n, 1e-5),
-                              dict(HAS_W=False, HAS_B=False, STORE_STATS=False, BLOCK_N=n, ROWS=1), 4,
+                              dict(HAS_W=False, HAS_B=False, STORE_STATS=False, BLOCK_N=n, ROWS=1, EVEN=True), 4,
                               device=torch.cuda.current_device())
     x = torch.randn(1, n, device=DEVICE)
     y = torch.empty_like(x)

@@ -6,6 +6,7 @@ weights, biases and upstream gradients are fresh random draws (never zeros or on
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -84,6 +85,20 @@ def test_matches_reference(device, dtype, m, n):
     w = _rand((n,), dtype, device)
     b = _rand((n,), dtype, device)
     _check(x, (n,), w, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("m,n", [(4, 1024), (3, 1024), (6, 768), (5, 64)])
+def test_forward_tiles_even_and_masked(device, dtype, m, n):
+    """Several rows per program: an exact tiling (no masks: EVEN) and tiles with masked rows or columns
+    (m not a multiple of ROWS, n not a power of two); outputs are NaN-poisoned, so a skipped row fails."""
+    fused, block, rows, _ = ln_mod._fwd_config(n, dtype.itemsize)
+    assert fused and rows > 1
+    even = n == block and m % rows == 0
+    assert even is ((m, n) == (4, 1024))
+    x = _rand((m, n), dtype, device, offset=0.5)
+    _check(x, (n,), _rand((n,), dtype, device), _rand((n,), dtype, device))
+    _check(x, (n,))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
@@ -310,12 +325,17 @@ def test_no_width_limit(device):
 
 
 def test_launch_configs_cover_widths():
-    """The heuristics pick sane tiles: power-of-two blocks covering the row when fused, 4..16 warps (32 for
-    a 32768-wide row held in registers)."""
-    for n in [1, 3, 127, 768, 1000, 1024, 4096, 4097, 8192, 16384, 16385, 32768, 32769, 65536, 262144]:
-        fused, block, rows, warps = ln_mod._fwd_config(n)
-        assert 4 <= warps <= (32 if fused and block == 32768 else 16) and rows >= 1 and block & (block - 1) == 0
-        assert (block >= n) == fused or not fused
+    """The heuristics pick sane tiles: power-of-two blocks covering the row when fused, 1..32 warps with
+    64 bytes of x per thread (fewer only for tiles under one warp's worth), 16 warps for chunked rows."""
+    for n, elt in itertools.product([1, 3, 127, 768, 1000, 1024, 4096, 4097, 8192, 16384, 16385, 32768, 32769,
+                                     65536, 262144], (2, 4)):
+        fused, block, rows, warps = ln_mod._fwd_config(n, elt)
+        assert 1 <= warps <= 32 and rows >= 1 and block & (block - 1) == 0 and rows & (rows - 1) == 0
+        assert fused == (n <= ln_mod.FUSED_FWD_MAX)
+        if fused:
+            assert block >= n and (rows * block * elt // warps <= 32 * 64 or warps == 32)
+        else:
+            assert warps == 16
         fused_b, block_b, rows_b, warps_b, per_sm = ln_mod._bwd_config(n, 2)
         assert 4 <= warps_b <= 16 and per_sm >= 1
         assert not fused_b or block_b >= n

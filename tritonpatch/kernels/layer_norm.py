@@ -40,9 +40,11 @@ def layer_norm_fwd_kernel(
     stride_x_row, stride_y_row,
     M, N, eps,
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, STORE_STATS: tl.constexpr,
-    BLOCK_N: tl.constexpr, ROWS: tl.constexpr,
+    BLOCK_N: tl.constexpr, ROWS: tl.constexpr, EVEN: tl.constexpr,
 ):
-    """Program p normalizes rows [p*ROWS, p*ROWS + ROWS) held whole in a (ROWS, BLOCK_N) tile, N <= BLOCK_N."""
+    """Program p normalizes rows [p*ROWS, p*ROWS + ROWS) held whole in a (ROWS, BLOCK_N) tile, N <= BLOCK_N.
+
+    EVEN (N == BLOCK_N and ROWS divides M): no masks, so every load and store is a full vector."""
     pid = tl.program_id(0).to(tl.int64)
     rows = pid * ROWS + tl.arange(0, ROWS)          # (ROWS,) int64 row indices
     cols = tl.arange(0, BLOCK_N)                    # (BLOCK_N,) column indices
@@ -52,27 +54,45 @@ def layer_norm_fwd_kernel(
 
     # x[r, c] lives at X + r * stride_x_row + c
     x_ptrs = X + rows[:, None] * stride_x_row + cols[None, :]
-    x = tl.load(x_ptrs, mask=mask, other=0.0).to(tl.float32)
+    if EVEN:
+        x = tl.load(x_ptrs).to(tl.float32)
+    else:
+        x = tl.load(x_ptrs, mask=mask, other=0.0).to(tl.float32)
 
     # Two-pass statistics on the registers: mean, then the centred second moment.
     mean = tl.sum(x, axis=1) / N                    # (ROWS,)
-    xc = tl.where(mask, x - mean[:, None], 0.0)     # padding stays 0 so it adds nothing below
+    xc = x - mean[:, None]
+    if not EVEN:
+        xc = tl.where(mask, xc, 0.0)                # padding stays 0 so it adds nothing below
     var = tl.sum(xc * xc, axis=1) / N
     rstd = 1.0 / tl.sqrt(var + eps)
 
     y = xc * rstd[:, None]                          # xhat
     if HAS_W:
-        w = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
+        if EVEN:
+            w = tl.load(W + cols).to(tl.float32)
+        else:
+            w = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
         y = y * w[None, :]
     if HAS_B:
-        b = tl.load(B + cols, mask=col_ok, other=0.0).to(tl.float32)
+        if EVEN:
+            b = tl.load(B + cols).to(tl.float32)
+        else:
+            b = tl.load(B + cols, mask=col_ok, other=0.0).to(tl.float32)
         y = y + b[None, :]
 
     y_ptrs = Y + rows[:, None] * stride_y_row + cols[None, :]
-    tl.store(y_ptrs, y.to(Y.dtype.element_ty), mask=mask)
+    if EVEN:
+        tl.store(y_ptrs, y.to(Y.dtype.element_ty))
+    else:
+        tl.store(y_ptrs, y.to(Y.dtype.element_ty), mask=mask)
     if STORE_STATS:
-        tl.store(Mean + rows, mean, mask=row_ok)
-        tl.store(Rstd + rows, rstd, mask=row_ok)
+        if EVEN:
+            tl.store(Mean + rows, mean)
+            tl.store(Rstd + rows, rstd)
+        else:
+            tl.store(Mean + rows, mean, mask=row_ok)
+            tl.store(Rstd + rows, rstd, mask=row_ok)
 
 
 @triton.jit

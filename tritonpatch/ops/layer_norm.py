@@ -58,8 +58,12 @@ _FWD_LOOP_BLOCK = 8192
 _BWD_STATS_BLOCK = 4096
 _BWD_COLS_BLOCK = 1024
 _BWD_COLS_ROWS = 4
-#: Elements per program tile for narrow rows (several rows per program).
-_TILE = 4096
+#: Elements per program tile for narrow rows (several rows per program), and bytes of x per thread.
+#: Measured on the H200, 2026-11-30 (benchmarks/sweep_fwd_configs.py, results_2026-11-30/sweep_fwd_ln.txt):
+#: 2048-element tiles with 64 bytes per thread are within 4% of the best of 18-27 configs at every width
+#: 768-16384 in bf16 and fp32; the previous 4096-element tiles at 8-16 elements per thread were 4-21% slower.
+_TILE = 2048
+_FWD_BYTES_PER_THREAD = 64
 #: Elements per backward tile for narrow rows.
 _BWD_TILE = 2048
 
@@ -108,19 +112,19 @@ def _clamp(v: int, lo: int, hi: int) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def _fwd_config(n: int) -> tuple[bool, int, int, int]:
-    """(fused, BLOCK_N, ROWS, num_warps) for the forward at width n.
+def _fwd_config(n: int, elt: int = 2) -> tuple[bool, int, int, int]:
+    """(fused, BLOCK_N, ROWS, num_warps) for the forward at width n, element size elt.
 
-    Fused: the row tile is (ROWS, next_pow2(n)) with ROWS*BLOCK_N ~ 4096 for narrow rows (several rows
-    per program, 2-D tile) and one row per program from 4096 up; warps = tile/512 in [4, 16], i.e. 8 to 32
-    fp32 elements per thread, and 32 warps for a 32768-wide row (16 warps: 81-93% of copy there, 32: 95-97%).
+    Fused: the row tile is (ROWS, next_pow2(n)) with ROWS*BLOCK_N = _TILE (2048) for narrow rows (several
+    rows per program, 2-D tile), one row per program from 2048 up; each thread holds 64 bytes of x (32
+    bf16 or 16 fp32 elements), i.e. warps = tile * elt / 2048 in [1, 32].
     Wider than FUSED_FWD_MAX: one row per program in 8192 chunks, 16 warps.
     """
     if n > FUSED_FWD_MAX:
         return False, _FWD_LOOP_BLOCK, 1, 16
     block = next_power_of_2(n)
     rows = _clamp(_TILE // block, 1, 64)
-    warps = 32 if block >= 32768 else _clamp(rows * block // 512, 4, 16)
+    warps = _clamp(rows * block * elt // (32 * _FWD_BYTES_PER_THREAD), 1, 32)
     return True, block, rows, warps
 
 
@@ -207,12 +211,13 @@ def _fwd_plan(m: int, n: int, row_stride: int, eps: float, x_dtype: torch.dtype,
     """The forward launch for M rows of width n, ``row_stride`` apart (cached: the planning and the
     launch's argument key are paid once per call shape, not per call). The dtypes, the scalars and the
     device are its key; the launch takes (x, y, w, b, mean, rstd), absent ones replaced by x."""
-    fused, block, rows, warps = _fwd_config(n)
+    fused, block, rows, warps = _fwd_config(n, x_dtype.itemsize)
     flags = dict(HAS_W=w_dtype is not None, HAS_B=b_dtype is not None, STORE_STATS=store_stats, BLOCK_N=block)
     dev = device if device >= 0 else None
     if fused:
+        even = n == block and m % rows == 0
         return BoundLaunch(layer_norm_fwd_kernel, (cdiv(m, rows),), (row_stride, n, m, n, eps),
-                           dict(flags, ROWS=rows), warps, device=dev)
+                           dict(flags, ROWS=rows, EVEN=even), warps, device=dev)
     return BoundLaunch(layer_norm_fwd_looped_kernel, (m,), (row_stride, n, n, eps), flags, warps, device=dev)
 
 

@@ -55,8 +55,13 @@ MAX_SINGLE_N = 32768
 #: rows) against the looped kernel's 67% / 68%; wider rows take the looped kernel (60% at 512x65536,
 #: no looped config did better than 61%).
 MAX_SINGLE_N_BWD = 32768
-#: elements per program for narrow rows (several rows per program)
-ROWS_TILE = 4096
+#: elements per program for narrow rows (several rows per program), forward. Measured on the H200,
+#: 2026-11-30 (benchmarks/sweep_fwd_configs.py, results_2026-11-30/sweep_fwd_softmax.txt, bf16): 2048-element
+#: tiles at 16 elements per thread are the best or within 2% of the best config at widths 512-4096 (87% of
+#: the 1 GiB copy at 16384x2048, where copying the same bytes reaches 87%); 4096-element tiles 1-4% slower.
+ROWS_TILE = 2048
+#: the same for the backward (two rows read per row written; swept on the H100, 2026-11-26)
+ROWS_TILE_BWD = 4096
 #: bytes of one chunk of the looped kernels (per tensor read)
 LOOP_BLOCK_BYTES = 16384
 #: largest [BLOCK_R, BLOCK_P] tile the strided kernel reduces in one pass
@@ -241,7 +246,7 @@ def _forward(x: Tensor, d: int, out_dtype: torch.dtype) -> Tensor:
 
 def _bwd_heuristics() -> tuple[int, int, int, int, int]:
     """The backward's launch heuristics (module constants, read per call)."""
-    return MAX_SINGLE_N_BWD, ROWS_TILE, LOOP_BLOCK_BYTES, STRIDED_SINGLE_TILE, STRIDED_TILE
+    return MAX_SINGLE_N_BWD, ROWS_TILE_BWD, LOOP_BLOCK_BYTES, STRIDED_SINGLE_TILE, STRIDED_TILE
 
 
 @functools.lru_cache(maxsize=4096)
