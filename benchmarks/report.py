@@ -183,10 +183,11 @@ def e2e_table(rows: list[dict]) -> list[str]:
         s, sx = pair("train step ms")
         pk, _ = pair("train step peak MiB", 0)
         out.append(f"| {model} | {attn} | {DT.get(dt, dt)}, {batch} | {f} | {fx} | {s} | {sx} | {pk} |")
-    reports = {(r["model"], r["attn"]): r["note"] for r in rows if r["metric"] == "forward ms" and r.get("note")}
+    reports = {(r["model"], r["attn"], r["batch"]): r["note"] for r in rows
+               if r["metric"] == "forward ms" and r.get("note")}
     if reports:
         out.append("")
-        out += [f"- {model}, {attn}: {note}" for (model, attn), note in reports.items()]
+        out += [f"- {model}, {attn}, {batch}: {note}" for (model, attn, batch), note in reports.items()]
     if extra:
         out.append("")
         out += [f"- {r['model']} ({r['attn']}): {r['metric']}: {r['patched']}" + (f" ({r['note']})" if r.get("note") else "")
