@@ -18,6 +18,7 @@ import weakref
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as _module_mod
 
@@ -160,7 +161,9 @@ class LayerNormBehaviour(_PatchedModule):
                 state.record.count(reason)
                 if reason is None:
                     return layer_norm_op.layer_norm(input, shape, weight, bias, eps)
-                return original(self, input)
+                # what nn.LayerNorm.forward runs (the plan takes no class that overrides it), with the
+                # parameters already read: ~1 us per Module.__getattr__ saved on every fallback
+                return F.layer_norm(input, shape, weight, bias, eps)
             return dispatch(
                 state, reason,
                 lambda: layer_norm_op.layer_norm(input, shape, weight, bias, eps),
@@ -320,7 +323,7 @@ class LinearReluBehaviour(_PatchedModule):
                 state.record.count(linear_relu_op.CUBLASLT_NOTE if provider == "cublaslt" else None)
                 return mark_fused(linear_relu_op.linear_relu(input, w, b, provider))
             state.record.count(reason)
-            return original(self, input)
+            return F.linear(input, w, b)  # nn.Linear.forward (never overridden here), parameters read once
         if target is None:
             x, w, b = input, parameter(self, "weight"), parameter(self, "bias")
         else:  # under autocast: what torch's linear does (cast to its dtype), then the fused GEMM
