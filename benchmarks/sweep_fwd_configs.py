@@ -33,6 +33,7 @@ from tritonpatch.ops import softmax as S
 from tritonpatch.ops.common import next_power_of_2
 
 DEVICE = "cuda"
+SMS = torch.cuda.get_device_properties(0).multi_processor_count if torch.cuda.is_available() else 4
 EPS = 1e-5
 
 
@@ -142,6 +143,16 @@ def sm_candidates(m: int, n: int):
             SK.softmax_fwd_rows_kernel[(triton.cdiv(m, rows),)](
                 x, y, m, n, n, n, ROWS=rows, BLOCK_N=block, ROUND=False, SOFT_BF16=False, num_warps=nw)
         yield f"whole tile={rows}x{block} w={nw}", single
+    if n >= 8192:
+        for per_sm, nw in itertools.product((1, 2, 4), (8, 16, 32)):
+            if not 8 <= block // (32 * nw) <= 64:
+                continue
+            grid = min(m, per_sm * SMS)
+
+            def persistent(x, y, grid=grid, nw=nw):
+                SK.softmax_fwd_rows_persistent_kernel[(grid,)](x, y, m, n, n, n, BLOCK_N=block, ROUND=False,
+                                                               SOFT_BF16=False, num_warps=nw)
+            yield f"persistent {per_sm}/SM w={nw}", persistent
     if n >= 4096:
         for blk, nw in itertools.product((1024, 2048, 4096, 8192), (4, 8, 16)):
             if not 4 <= blk // (32 * nw) <= 64:
@@ -157,6 +168,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--csv")
     ap.add_argument("--only", choices=("ln", "softmax"))
+    ap.add_argument("--widths", help="softmax: only these widths (comma-separated)")
     args = ap.parse_args()
     torch.manual_seed(0)
     ceiling = copy_ceiling()
@@ -194,6 +206,8 @@ def main() -> None:
                 report("ln", m, n, dt, name, bench(lambda: fn(x, y, w, b)), err)
     if args.only != "ln":
         for m, n, dt in SM_SHAPES:
+            if args.widths and str(n) not in args.widths.split(","):
+                continue
             x = torch.randn(m, n, device=DEVICE, dtype=dt) * 3
             ref = torch.softmax(x.double(), -1)
             y = torch.empty_like(x)
