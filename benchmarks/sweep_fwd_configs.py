@@ -10,7 +10,9 @@ against a float64 reference before it is timed (a wrong one is reported, not tim
   variant (defined here) that splits a non-power-of-two row into two power-of-two pieces (768 = 512 + 256:
   no idle lanes), drops the masks when the tile divides the matrix exactly, and can load x evict-first.
 * softmax: the shipped whole-row kernel over tiles and warps, and the looped kernel over block sizes and
-  warps (for wide rows with few rows: smaller programs, more of them resident).
+  warps (for wide rows with few rows: smaller programs, more of them resident). Commit 75a3d9d also swept
+  a persistent kernel that prefetches the next row (``results_2026-11-30/sweep_fwd_softmax_persistent.txt``:
+  no faster, removed).
 
 The result sets ``_fwd_config`` (tritonpatch/ops/layer_norm.py) and ``_rows_config`` / ``ROWS_TILE``
 (tritonpatch/ops/softmax.py).
@@ -33,7 +35,6 @@ from tritonpatch.ops import softmax as S
 from tritonpatch.ops.common import next_power_of_2
 
 DEVICE = "cuda"
-SMS = torch.cuda.get_device_properties(0).multi_processor_count if torch.cuda.is_available() else 4
 EPS = 1e-5
 
 
@@ -143,16 +144,6 @@ def sm_candidates(m: int, n: int):
             SK.softmax_fwd_rows_kernel[(triton.cdiv(m, rows),)](
                 x, y, m, n, n, n, ROWS=rows, BLOCK_N=block, ROUND=False, SOFT_BF16=False, num_warps=nw)
         yield f"whole tile={rows}x{block} w={nw}", single
-    if n >= 8192:
-        for per_sm, nw in itertools.product((1, 2, 4), (8, 16, 32)):
-            if not 8 <= block // (32 * nw) <= 64:
-                continue
-            grid = min(m, per_sm * SMS)
-
-            def persistent(x, y, grid=grid, nw=nw):
-                SK.softmax_fwd_rows_persistent_kernel[(grid,)](x, y, m, n, n, n, BLOCK_N=block, ROUND=False,
-                                                               SOFT_BF16=False, num_warps=nw)
-            yield f"persistent {per_sm}/SM w={nw}", persistent
     if n >= 4096:
         for blk, nw in itertools.product((1024, 2048, 4096, 8192), (4, 8, 16)):
             if not 4 <= blk // (32 * nw) <= 64:

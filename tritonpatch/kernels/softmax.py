@@ -95,38 +95,6 @@ def softmax_fwd_rows_kernel(
 
 
 @triton.jit
-def softmax_fwd_rows_persistent_kernel(
-    x_ptr, y_ptr, n_rows, n_cols, stride_x_row, stride_y_row,
-    BLOCK_N: tl.constexpr, ROUND: tl.constexpr, SOFT_BF16: tl.constexpr,
-):
-    """y[r, :] = softmax(x[r, :]) for wide rows and few of them: a persistent grid, program p takes rows
-    p, p + G, p + 2G, ... (G programs), one whole row at a time in registers (BLOCK_N >= n_cols), and
-    loads the next row (in x's dtype) before reducing the current one, so HBM stays busy while it
-    computes."""
-    pid = tl.program_id(0)
-    step = tl.num_programs(0)
-    cols = tl.arange(0, BLOCK_N)
-    col_ok = cols < n_cols
-    # row indices as int64 vectors: no int32 overflow in row * stride, and tensor masks (the interpreter
-    # rejects scalar & tensor)
-    zero = tl.zeros([BLOCK_N], tl.int64)
-    r0 = zero + pid
-    raw = tl.load(x_ptr + r0 * stride_x_row + cols, mask=col_ok & (r0 < n_rows), other=-float("inf"))
-    for row in range(pid, n_rows, step):
-        r = zero + row
-        nxt = r + step
-        raw_next = tl.load(x_ptr + nxt * stride_x_row + cols, mask=col_ok & (nxt < n_rows), other=-float("inf"))
-        x = raw.to(tl.float32)
-        if ROUND:
-            x = _round(x, y_ptr.dtype.element_ty, SOFT_BF16).to(tl.float32)
-        m = tl.max(x, axis=0)
-        p = tl.exp(x - m)
-        y = p * (1.0 / tl.sum(p, axis=0))
-        tl.store(y_ptr + r * stride_y_row + cols, _round(y, y_ptr.dtype.element_ty, SOFT_BF16), mask=col_ok)
-        raw = raw_next
-
-
-@triton.jit
 def softmax_fwd_rows_looped_kernel(
     x_ptr, y_ptr, n_cols, stride_x_row, stride_y_row,
     BLOCK_N: tl.constexpr, ROUND: tl.constexpr, SOFT_BF16: tl.constexpr,
