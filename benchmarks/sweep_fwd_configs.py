@@ -172,6 +172,21 @@ def main() -> None:
         e = "" if err is None else f" err {err:.1e}"
         print(f"  {name:<48} {ms * 1e3:8.2f} us {pct:6.1%}{e}", flush=True)
 
+    def try_all(op, m, n, dt, candidates, call, y, ref):
+        """Run each candidate once (``call(fn)``) into a NaN-poisoned y, check it, then time it."""
+        for name, fn in candidates:
+            y.fill_(float("nan"))
+            try:
+                call(fn)
+            except Exception as ex:  # noqa: BLE001 (out of resources: report and go on)
+                print(f"  {name}: {type(ex).__name__}", flush=True)
+                continue
+            err = rel(y, ref)
+            if not err <= TOL[dt]:
+                print(f"  {name}: WRONG err {err:.1e}", flush=True)
+                continue
+            report(op, m, n, dt, name, bench(lambda: call(fn)), err)
+
     if args.only != "softmax":
         for m, n, dt in LN_SHAPES:
             x = torch.randn(m, n, device=DEVICE, dtype=dt) * 2 + 0.5
@@ -182,19 +197,8 @@ def main() -> None:
             print(f"LN fwd {m}x{n} {str(dt)[6:]}", flush=True)
             report("ln", m, n, dt, "copy of the same bytes", bench(lambda: y.copy_(x)))
             report("ln", m, n, dt, "torch", bench(lambda: torch.nn.functional.layer_norm(x, (n,), w, b, EPS)))
-            report("ln", m, n, dt, f"shipped {L._fwd_config(n)}", bench(lambda: L.forward_rows(x, n, w, b, EPS, False)))
-            for name, fn in ln_candidates(m, n):
-                y.fill_(float("nan"))
-                try:
-                    fn(x, y, w, b)
-                except Exception as ex:  # noqa: BLE001 (out of resources: report and go on)
-                    print(f"  {name}: {type(ex).__name__}", flush=True)
-                    continue
-                err = rel(y, ref)
-                if not err <= TOL[dt]:
-                    print(f"  {name}: WRONG err {err:.1e}", flush=True)
-                    continue
-                report("ln", m, n, dt, name, bench(lambda: fn(x, y, w, b)), err)
+            report("ln", m, n, dt, f"shipped {L._fwd_config(n, dt.itemsize)}", bench(lambda: L.forward_rows(x, n, w, b, EPS, False)))
+            try_all("ln", m, n, dt, ln_candidates(m, n), lambda fn: fn(x, y, w, b), y, ref)
     if args.only != "ln":
         for m, n, dt in SM_SHAPES:
             if args.widths and str(n) not in args.widths.split(","):
@@ -206,18 +210,7 @@ def main() -> None:
             report("softmax", m, n, dt, "copy of the same bytes", bench(lambda: y.copy_(x)))
             report("softmax", m, n, dt, "torch", bench(lambda: torch.softmax(x, -1)))
             report("softmax", m, n, dt, "shipped", bench(lambda: S._forward(x, 1, dt)))
-            for name, fn in sm_candidates(m, n):
-                y.fill_(float("nan"))
-                try:
-                    fn(x, y)
-                except Exception as ex:  # noqa: BLE001
-                    print(f"  {name}: {type(ex).__name__}", flush=True)
-                    continue
-                err = rel(y, ref)
-                if not err <= TOL[dt]:
-                    print(f"  {name}: WRONG err {err:.1e}", flush=True)
-                    continue
-                report("softmax", m, n, dt, name, bench(lambda: fn(x, y)), err)
+            try_all("softmax", m, n, dt, sm_candidates(m, n), lambda fn: fn(x, y), y, ref)
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             wr = csv.DictWriter(f, fieldnames=list(out[0]))
