@@ -241,3 +241,26 @@ def test_parametrized_weights_are_read_through_the_parametrization(device):
     assert rel_err(out, ref) < FP32_TOL
     for g, r in zip(grads, ref_grads):
         assert rel_err(g, r) < FP32_TOL
+
+
+def test_fallback_of_parametrized_layers_is_torch_bitwise(device):
+    """A patched LayerNorm and Linear+ReLU pair that fall back (float64: unsupported dtype) call torch's
+    functional op with the parameters they read, so a parametrized weight must give exactly what the
+    unpatched module gives, forward and backward."""
+    from torch.nn.utils import parametrize
+    model = Block().to(device).double()
+    parametrize.register_parametrization(model.norm, "weight", _Scale())
+    parametrize.register_parametrization(model.fc, "weight", _Scale())
+    x = torch.randn(5, 16, device=device, dtype=torch.float64, requires_grad=True)
+    dy = torch.randn(5, 16, device=device, dtype=torch.float64)
+    leaves = [x, model.norm.parametrizations.weight.original, model.fc.parametrizations.weight.original]
+    ref = model(x)
+    ref_grads = torch.autograd.grad(ref, leaves, dy)
+    with tritonpatch.patch(model) as p:
+        out = model(x)
+        grads = torch.autograd.grad(out, leaves, dy)
+    fell_back = {r.kind for r in p.layers if r.fallback_calls and not r.triton_calls}
+    assert {"layer_norm", "linear_relu"} <= fell_back, str(p)
+    assert torch.equal(out, ref)
+    for g, r in zip(grads, ref_grads):
+        assert torch.equal(g, r)
