@@ -61,7 +61,8 @@ _BWD_COLS_ROWS = 4
 #: Elements per program tile for narrow rows (several rows per program), and bytes of x per thread.
 #: Measured on the H200, 2026-11-30 (benchmarks/sweep_fwd_configs.py, results_2026-11-30/sweep_fwd_ln.txt):
 #: 2048-element tiles with 64 bytes per thread are within 4% of the best of 18-27 configs at every width
-#: 768-16384 in bf16 and fp32; the previous 4096-element tiles at 8-16 elements per thread were 4-21% slower.
+#: 768-16384 in bf16 and fp32; the previous 4096-element tiles at 8-16 elements per thread were up to 20% slower
+#: (bf16 768), 8-12% at four other shapes, and within 1% elsewhere.
 _TILE = 2048
 _FWD_BYTES_PER_THREAD = 64
 #: Elements per backward tile for narrow rows.
