@@ -58,7 +58,8 @@ MAX_SINGLE_N_BWD = 32768
 #: elements per program for narrow rows (several rows per program), forward. Measured on the H200,
 #: 2026-11-30 (benchmarks/sweep_fwd_configs.py, results_2026-11-30/sweep_fwd_softmax.txt, bf16): 2048-element
 #: tiles at 16 elements per thread are the best or within 2% of the best config at widths 512-4096 (87% of
-#: the 1 GiB copy at 16384x2048, where copying the same bytes reaches 87%); 4096-element tiles 1-4% slower.
+#: the 1 GiB copy at 16384x2048, where copying the same bytes reaches 87%); 4096-element tiles were 3-5%
+#: slower at widths 512 and 2048 (a 4096-wide row is one program either way).
 ROWS_TILE = 2048
 #: the same for the backward (two rows read per row written; swept on the H100, 2026-11-26)
 ROWS_TILE_BWD = 4096
