@@ -20,7 +20,6 @@ The result sets ``_fwd_config`` (tritonpatch/ops/layer_norm.py) and ``_rows_conf
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 
 import torch
@@ -33,6 +32,8 @@ from tritonpatch.kernels import softmax as SK
 from tritonpatch.ops import layer_norm as L
 from tritonpatch.ops import softmax as S
 from tritonpatch.ops.common import next_power_of_2
+from harness import rel_err  # noqa: E402 (benchmarks/ is on sys.path)
+from results_io import write_csv  # noqa: E402
 
 DEVICE = "cuda"
 EPS = 1e-5
@@ -84,10 +85,6 @@ def ln_fwd_pieces_kernel(X, Y, W, B, stride_x, stride_y, M, N, eps,
 
 def bench(fn) -> float:
     return do_bench(fn, warmup=5, rep=25, return_mode="median")
-
-
-def rel(a: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((a.double() - ref).norm() / ref.norm()).item()
 
 
 def copy_ceiling() -> float:
@@ -181,7 +178,7 @@ def main() -> None:
             except Exception as ex:  # noqa: BLE001 (out of resources: report and go on)
                 print(f"  {name}: {type(ex).__name__}", flush=True)
                 continue
-            err = rel(y, ref)
+            err = rel_err(y, ref)
             if not err <= TOL[dt]:
                 print(f"  {name}: WRONG err {err:.1e}", flush=True)
                 continue
@@ -212,10 +209,7 @@ def main() -> None:
             report("softmax", m, n, dt, "shipped", bench(lambda: S._forward(x, 1, dt)))
             try_all("softmax", m, n, dt, sm_candidates(m, n), lambda fn: fn(x, y), y, ref)
     if args.csv:
-        with open(args.csv, "w", newline="") as f:
-            wr = csv.DictWriter(f, fieldnames=list(out[0]))
-            wr.writeheader()
-            wr.writerows(out)
+        write_csv(out, args.csv)
 
 
 if __name__ == "__main__":
