@@ -96,7 +96,7 @@ def main() -> None:
             out = io.StringIO()
             pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(22)
             print("\n".join(out.getvalue().splitlines()[6:]))
-        del model
+        model = None  # free it before the next model is built
         torch.cuda.empty_cache()
 
 
