@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import harness  # noqa: I001 (first: sets TRITON_INTERPRET for --smoke before triton is imported)
 
+import contextlib
 import logging
-import os
 import statistics
 import sys
 import time
@@ -27,6 +27,7 @@ import time
 import torch
 
 from harness import Context, Sink
+from tritonpatch.ops import common
 
 E2E_COLUMNS = ["op", "model", "attn", "dtype", "batch", "metric", "torch", "patched", "vs_torch", "note"]
 CONFIGS = [("opt-350m", "eager"), ("opt-350m", "sdpa"), ("bert-base-relu", "eager"), ("bert-base-relu", "sdpa")]
@@ -163,7 +164,8 @@ def patch_cost(ctx: Context, dtype: torch.dtype) -> list[dict]:
 
 def run(ctx: Context) -> list[dict]:
     logging.getLogger("tritonpatch").setLevel(logging.ERROR)  # per-layer fallback notes: in the report line
-    saved = os.environ.pop("TRITONPATCH_SIZE_POLICY", None)
+    unset = contextlib.ExitStack()  # the size policy as shipped: its variable unset for the stage
+    unset.enter_context(common.environment(TRITONPATCH_SIZE_POLICY=None))
     sink = Sink(ctx, ctx.csv_path("e2e"), E2E_COLUMNS,
                 show=lambda r: "  e2e  " + " | ".join(f"{c} {r[c]}" for c in E2E_COLUMNS[1:] if r[c] != ""))
     dtype = torch.float32 if ctx.smoke else torch.bfloat16
@@ -198,8 +200,7 @@ def run(ctx: Context) -> list[dict]:
             for row in patch_cost(ctx, dtype):
                 sink.add(row)
     finally:
-        if saved is not None:
-            os.environ["TRITONPATCH_SIZE_POLICY"] = saved
+        unset.close()
         sink.flush()
     return sink.rows
 

@@ -59,6 +59,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from results_io import write_csv  # noqa: E402
+from tritonpatch.ops import common  # noqa: E402
 
 #: Per-tensor allowance added to the bar, by the dtype torch returns: the unit roundoff for bf16 (2^-8)
 #: and fp16 (2^-11), 1e-5 for fp32 (room for reassociated fp32 reductions); it keeps the bar meaningful
@@ -471,25 +472,19 @@ def run_stage(ctx: Context, op: str, cases: Iterable[Case], providers: list[Prov
     if only:
         cases = (c for c in cases if short_dtype_str(dtype_name(c.dtype)) in only)
     sink = Sink(ctx, ctx.csv_path(op))
-    saved = {k: os.environ.get(k) for k in (env or {})}
-    os.environ.update(env or {})
     start = time.monotonic()
-    try:
-        for i, case in enumerate(cases, 1):
-            t0 = time.monotonic()
-            if not ctx.smoke:
-                with contextlib.suppress(Exception):
-                    torch._dynamo.reset()  # each case compiles its own graphs: no recompile limits, no guard chains
-            run_case(ctx, case, providers, sink)
-            print(f"  [{op} case {i} ({short_dtype(case.dtype)} {case.case} {case.shape}): "
-                  f"{time.monotonic() - t0:.1f} s; stage {time.monotonic() - start:.0f} s]", flush=True)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        sink.flush()
+    with common.environment(**(env or {})):
+        try:
+            for i, case in enumerate(cases, 1):
+                t0 = time.monotonic()
+                if not ctx.smoke:
+                    with contextlib.suppress(Exception):
+                        torch._dynamo.reset()  # each case compiles its own graphs: no recompile limits, no guard chains
+                run_case(ctx, case, providers, sink)
+                print(f"  [{op} case {i} ({short_dtype(case.dtype)} {case.case} {case.shape}): "
+                      f"{time.monotonic() - t0:.1f} s; stage {time.monotonic() - start:.0f} s]", flush=True)
+        finally:
+            sink.flush()
     return sink.rows
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import io
 import pstats
 import statistics
@@ -54,7 +55,11 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--models", default="opt-350m:sdpa,bert-base-relu:sdpa,opt-350m:eager")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--kinds", default="layer_norm,softmax,linear_relu", help="what patch() takes")
+    ap.add_argument("--gc", choices=("on", "off", "freeze"), default="on",
+                    help="Python's garbage collector as is, disabled, or with the model's objects frozen")
     args = ap.parse_args()
+    opts = {k: k in args.kinds.split(",") for k in ("layer_norm", "softmax", "linear_relu")}
     b, s = (int(v) for v in args.batch.split("x"))
     print(f"tritonpatch {tritonpatch.__file__}; {torch.cuda.get_device_name()}; torch {torch.__version__}")
     for spec in args.models.split(","):
@@ -68,14 +73,19 @@ def main() -> None:
                 model(input_ids=ids)
         for _ in range(3):
             fwd()
+        if args.gc == "off":
+            gc.disable()
+        elif args.gc == "freeze":
+            gc.collect()
+            gc.freeze()
         ref, pat = [], []
         for _ in range(args.rounds):
             ref.append(timed(fwd, args.iters))
-            with tritonpatch.patch(model) as p:
+            with tritonpatch.patch(model, **opts) as p:
                 for _ in range(2):
                     fwd()
                 pat.append(timed(fwd, args.iters))
-        with tritonpatch.patch(model) as p:
+        with tritonpatch.patch(model, **opts) as p:
             fwd()
             calls = calls_per_forward(p, fwd)
             summary = str(p).splitlines()[0]
@@ -88,7 +98,7 @@ def main() -> None:
                 prof.disable()
         ri, rw = (statistics.median(v[k] for v in ref) for k in (0, 1))
         pi, pw = (statistics.median(v[k] for v in pat) for k in (0, 1))
-        print(f"{name} {attn} {args.batch}: torch issue {ri:.2f} ms wall {rw:.2f} ms | patched issue {pi:.2f} ms "
+        print(f"{name} {attn} {args.batch} (gc {args.gc}, {args.kinds}): torch issue {ri:.2f} ms wall {rw:.2f} ms | patched issue {pi:.2f} ms "
               f"wall {pw:.2f} ms | wall ratio {rw / pw:.3f} | {calls} patched calls per forward, "
               f"{(pi - ri) / max(calls, 1) * 1e3:.1f} us of issue each | {summary}")
         print("   rounds issue torch/patched:", " ".join(f"{a[0]:.2f}/{c[0]:.2f}" for a, c in zip(ref, pat)))
@@ -97,6 +107,8 @@ def main() -> None:
             pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(22)
             print("\n".join(out.getvalue().splitlines()[6:]))
         model = None  # free it before the next model is built
+        gc.enable()
+        gc.unfreeze()
         torch.cuda.empty_cache()
 
 

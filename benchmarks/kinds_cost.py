@@ -9,6 +9,7 @@ import time
 import torch
 
 import tritonpatch
+from tritonpatch.ops import common
 from bench_e2e import build  # noqa: E402
 
 
@@ -40,11 +41,9 @@ def main() -> None:
                     print(attn, f"{kind} only: CPU %.2f ms, wall %.2f ms" % timed(model, ids))
             with tritonpatch.patch(model):
                 print(attn, "all: CPU %.2f ms, wall %.2f ms" % timed(model, ids))
-            import os
-            os.environ["TRITONPATCH_LINEAR_RELU"] = "triton"
-            with tritonpatch.patch(model, layer_norm=False, softmax=False):
+            with common.environment(TRITONPATCH_LINEAR_RELU="triton"), tritonpatch.patch(
+                    model, layer_norm=False, softmax=False):
                 print(attn, "linear_relu (triton) only: CPU %.2f ms, wall %.2f ms" % timed(model, ids))
-            del os.environ["TRITONPATCH_LINEAR_RELU"]
 
 
 if __name__ == "__main__":

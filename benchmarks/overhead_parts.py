@@ -9,15 +9,14 @@ second, under the first's name.)
 """
 from __future__ import annotations
 
-import contextlib
 import gc
-import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import tritonpatch
+from tritonpatch.ops import common
 from tritonpatch.ops import layer_norm as ln_op
 from tritonpatch.ops import linear_relu as lr_op
 from tritonpatch.ops import softmax as sm_op
@@ -28,18 +27,9 @@ def cpu_us(fn, n: int = 2000) -> float:
     return _cpu_us(fn, n, batches=10)
 
 
-@contextlib.contextmanager
 def size_policy(on: bool):
-    """The size policy on or off (read per call) for the block."""
-    saved = os.environ.get("TRITONPATCH_SIZE_POLICY")
-    os.environ["TRITONPATCH_SIZE_POLICY"] = "1" if on else "0"
-    try:
-        yield
-    finally:
-        if saved is None:
-            del os.environ["TRITONPATCH_SIZE_POLICY"]
-        else:
-            os.environ["TRITONPATCH_SIZE_POLICY"] = saved
+    """The size policy on or off for the block."""
+    return common.environment(TRITONPATCH_SIZE_POLICY="1" if on else "0")
 
 
 def both_paths(rows: list, name: str, fn, n: int = 2000) -> None:

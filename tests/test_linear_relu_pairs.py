@@ -170,8 +170,8 @@ def test_relu_functions_restored_by_identity():
 
 def test_cublaslt_route_is_fused_and_reported(device, monkeypatch):
     """With cuBLASLt's epilogue as the provider, the pair is still one fused GEMM, reported as such."""
-    from tritonpatch.ops import linear_relu as op
-    monkeypatch.setenv("TRITONPATCH_LINEAR_RELU", "cublaslt")
+    from tritonpatch.ops import common, linear_relu as op
+    monkeypatch.setattr(common.SETTINGS, "linear_relu", "cublaslt")
     model = ModuleRelu().to(device)
     x = torch.randn(3, D, device=device, requires_grad=True)
     ref = model(x)

@@ -34,7 +34,7 @@ def _no_tf32(monkeypatch):
 @pytest.fixture(autouse=True, params=["triton", "cublaslt"])
 def provider(request, monkeypatch):
     """Every test runs the Triton kernel and cuBLASLt's fused epilogue (same autograd, same checks)."""
-    monkeypatch.setenv("TRITONPATCH_LINEAR_RELU", request.param)
+    monkeypatch.setattr(common.SETTINGS, "linear_relu", request.param)
     return request.param
 
 
@@ -254,9 +254,8 @@ def test_unsupported_reasons(device):
 def test_size_policy_and_fp32_policy(monkeypatch):
     """Off under the interpreter; on a GPU, small problems (a higher bar in training) and fp32 without
     TF32 fall back to torch."""
-    monkeypatch.setenv("TRITONPATCH_SIZE_POLICY", "1")
-    monkeypatch.setenv("TRITONPATCH_LINEAR_RELU", "triton")  # the fp32 rule is the Triton kernel's
-    monkeypatch.setattr(common, "interpreting", lambda: False)
+    monkeypatch.setattr(common.SETTINGS, "size_policy", True)
+    monkeypatch.setattr(common.SETTINGS, "linear_relu", "triton")  # the fp32 rule is the Triton kernel's
     assert op.torch_is_faster(1, 8, 8)
     assert not op.torch_is_faster(8192, 4096, 1024)          # 68.7 GFLOP: measured faster patched
     assert not op.torch_is_faster(8192, 3072, 768)           # 38.7 GFLOP: the smallest measured win
@@ -271,6 +270,7 @@ def test_size_policy_and_fp32_policy(monkeypatch):
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
     assert op.unsupported(*tiny) == "torch is faster at this size"
     monkeypatch.setattr(common, "interpreting", lambda: True)
+    assert not common.read_settings().size_policy  # off under the interpreter (SETTINGS restored after)
     assert not op.torch_is_faster(1, 8, 8)
 
 

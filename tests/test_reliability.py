@@ -264,3 +264,28 @@ def test_fallback_of_parametrized_layers_is_torch_bitwise(device):
     assert torch.equal(out, ref)
     for g, r in zip(grads, ref_grads):
         assert torch.equal(g, r)
+
+
+def test_tensors_reason_agrees_with_the_checks_it_shortcuts(device):
+    """common.tensors_reason decides the usual call (plain CUDA tensors, one float dtype, autocast off) on a
+    short path; it must give the reason the four checks give, in their order, for every case. On CUDA the
+    short path runs for the supported cases; on CPU (interpreter) everything takes the long path."""
+    from tritonpatch.ops import common
+
+    def chain(x, *ps):
+        return (common.device_reason(x, *ps) or common.dtype_reason(x) or common.same_dtype_reason(x, *ps)
+                or common.autocast_reason(x))
+    x = torch.randn(4, 8, device=device)
+    w, b = nn.Parameter(torch.randn(8, device=device)), torch.randn(8, device=device)
+    cases = [(x, w, b), (x, None, None), (x, w, None), (x.half(), w, b), (x.double(), w.double(), None),
+             (x.bfloat16(), w.bfloat16(), b.bfloat16()), (x.to(torch.int32), None, None),
+             (x, w.half(), b), (x, w, b.double()), (x.cpu(), w, b), (x, w.cpu(), None),
+             (torch.randn(4, 8, device="meta"), None, None), (x.as_subclass(nn.Buffer), w, b)]
+    seen = set()
+    for args in cases:
+        got = common.tensors_reason(*args)
+        assert got == chain(*args), args
+        seen.add(got)
+    with torch.autocast(device_type=device, dtype=torch.bfloat16):
+        assert common.tensors_reason(x, w, b) == chain(x, w, b) == "autocast is enabled"
+    assert None in seen and len(seen) >= 5  # the cases reach both outcomes and several reasons

@@ -16,11 +16,9 @@ MiB = 2 ** 20
 @pytest.fixture
 def policy_on(monkeypatch):
     """The policy as on a GPU: on, and the device check passed (meta tensors stand in for CUDA ones)."""
-    monkeypatch.setenv("TRITONPATCH_SIZE_POLICY", "1")
-    monkeypatch.setattr(common, "interpreting", lambda: False)
-    monkeypatch.setattr(ln_op, "device_reason", lambda *t: None)
+    monkeypatch.setattr(common.SETTINGS, "size_policy", True)
+    monkeypatch.setattr(ln_op, "tensors_reason", lambda *t: None)
     monkeypatch.setattr(sm_op, "device_reason", lambda *t: None)
-    monkeypatch.setattr(ln_op, "autocast_reason", lambda *t: None)
     monkeypatch.setattr(sm_op, "autocast_reason", lambda *t: None)
 
 
@@ -50,13 +48,22 @@ def test_softmax_thresholds(policy_on):
 
 
 def test_policy_off_under_the_interpreter_and_by_env(monkeypatch):
-    monkeypatch.setenv("TRITONPATCH_SIZE_POLICY", "1")
+    """The environment is read into common.SETTINGS (at import, and by read_settings / environment())."""
+    monkeypatch.setattr(common.SETTINGS, "size_policy", common.SETTINGS.size_policy)  # restored after
     monkeypatch.setattr(common, "interpreting", lambda: True)
-    assert not size_policy.torch_is_faster("layer_norm", 1, training=True)
+    with common.environment(TRITONPATCH_SIZE_POLICY="1"):
+        assert not size_policy.torch_is_faster("layer_norm", 1, training=True)
     monkeypatch.setattr(common, "interpreting", lambda: False)
-    assert size_policy.torch_is_faster("layer_norm", 1, training=False)
+    with common.environment(TRITONPATCH_SIZE_POLICY="1"):
+        assert size_policy.torch_is_faster("layer_norm", 1, training=False)
+        with common.environment(TRITONPATCH_SIZE_POLICY="0"):
+            assert not size_policy.torch_is_faster("softmax", 1, training=False)
+        assert size_policy.torch_is_faster("softmax", 1, training=False)  # put back on leaving
+    monkeypatch.setenv("TRITONPATCH_SIZE_POLICY", "1")
+    assert common.read_settings().size_policy
     monkeypatch.setenv("TRITONPATCH_SIZE_POLICY", "0")
-    assert not size_policy.torch_is_faster("softmax", 1, training=False)
+    assert size_policy.torch_is_faster("softmax", 1, training=False)  # not re-read per call ...
+    assert not common.read_settings().size_policy                     # ... but on request
 
 
 def test_every_op_has_a_higher_bar_in_training():

@@ -256,14 +256,17 @@ def _caller_frame() -> Any:
     return frame
 
 
-def _at_accepted_site(sites: list[Any]) -> bool:
-    """True when the Linear is being called from one of the call sites its pair was proved at."""
+def _at_accepted_site(sites: list[Any], check_parent: bool = True) -> bool:
+    """True when the Linear is being called from one of the call sites its pair was proved at: that code
+    and line, and (``check_parent``) that parent module as the caller's ``self``. The parent check reads
+    the caller's locals (a dict built from the frame: the costly part), so a call that falls back anyway
+    skips it (it decides only what the report counts, never what runs)."""
     frame = _caller_frame()
     if frame is None:
         return False
     for site in sites:
         if frame.f_code is site.code and (site.lineno is None or frame.f_lineno == site.lineno):
-            if frame.f_locals.get("self") is site.parent:
+            if not check_parent or frame.f_locals.get("self") is site.parent:
                 return True
     return False
 
@@ -311,19 +314,24 @@ class LinearReluBehaviour(_PatchedModule):
             # torch's Linear (Inductor fuses the bias and ReLU into its own kernels).
             return original(self, input)
         state = STATES.get(self)
-        if state is None or not _at_accepted_site(state.sites):
+        if state is None:
             return original(self, input)
-        dev = input.device.type
         target = autocast_dtype("linear", input)
         if target is None and state.patch.plain:  # the common case, without closures
             w, b = parameter(self, "weight"), parameter(self, "bias")
             reason = "the Linear has forward hooks" if _hooked(self) else linear_relu_op.unsupported(input, w, b)
-            if reason is None:
-                provider = linear_relu_op.forward_provider(input)
-                state.record.count(linear_relu_op.CUBLASLT_NOTE if provider == "cublaslt" else None)
-                return mark_fused(linear_relu_op.linear_relu(input, w, b, provider))
-            state.record.count(reason)
-            return F.linear(input, w, b)  # nn.Linear.forward (never overridden here), parameters read once
+            if reason is not None:  # torch's Linear, from any call site; counted from the pair's own
+                if _at_accepted_site(state.sites, check_parent=False):
+                    state.record.count(reason)
+                return F.linear(input, w, b)  # nn.Linear.forward (never overridden here), parameters read once
+            if not _at_accepted_site(state.sites):
+                return F.linear(input, w, b)
+            provider = linear_relu_op.forward_provider(input)
+            state.record.count(linear_relu_op.CUBLASLT_NOTE if provider == "cublaslt" else None)
+            return mark_fused(linear_relu_op.linear_relu(input, w, b, provider))
+        if not _at_accepted_site(state.sites):
+            return original(self, input)
+        dev = input.device.type
         if target is None:
             x, w, b = input, parameter(self, "weight"), parameter(self, "bias")
         else:  # under autocast: what torch's linear does (cast to its dtype), then the fused GEMM

@@ -7,7 +7,6 @@ check fails (error over its bound, or NaN).
 """
 from __future__ import annotations
 
-import os
 import platform
 import sys
 import time
@@ -71,15 +70,8 @@ def run_checks() -> tuple[list[list[str]], bool]:
     """Run every check; returns the table rows and whether all passed."""
     device = "cuda" if torch.cuda.is_available() and not common.interpreting() else "cpu"
     rows, ok = [], True
-    policy = os.environ.get("TRITONPATCH_SIZE_POLICY")
-    os.environ["TRITONPATCH_SIZE_POLICY"] = "0"  # check the kernels even at sizes where torch is faster
-    try:
+    with common.environment(TRITONPATCH_SIZE_POLICY="0"):  # check the kernels even where torch is faster
         cases = [(*case[:5], case[5]()) for case in _cases(device)]
-    finally:
-        if policy is None:
-            del os.environ["TRITONPATCH_SIZE_POLICY"]
-        else:
-            os.environ["TRITONPATCH_SIZE_POLICY"] = policy
     for name, dtype, ours, ref_fn, inputs, reason in cases:
         if reason is not None:
             rows.append([name, str(dtype).replace("torch.", ""), "fallback: " + reason, "-", "-", "-", "-"])

@@ -8,11 +8,12 @@ cause).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import threading
 import os
 
-from typing import Callable, ParamSpec, TypeVar
+from typing import Callable, Iterator, ParamSpec, TypeVar
 
 import torch
 
@@ -108,6 +109,29 @@ def autocast_reason(x: torch.Tensor) -> str | None:
     return None
 
 
+_Tensor, _Parameter = torch.Tensor, torch.nn.Parameter
+
+
+def tensors_reason(x: torch.Tensor, *params: torch.Tensor | None) -> str | None:
+    """The device, dtype and autocast reasons for an input ``x`` and its parameters (None entries skipped),
+    in this order: :func:`device_reason`, :func:`dtype_reason` of x, :func:`same_dtype_reason`,
+    :func:`autocast_reason`; None when there is none.
+
+    The usual call (plain CUDA tensors on one device, one float dtype, autocast off everywhere) is
+    recognised here without calling the four (every patched call pays this check; each helper call costs
+    CPU, more so inside a large model than in a loop); anything else goes through them, for the reason.
+    """
+    if type(x) is _Tensor and x.is_cuda and x.dtype in FLOAT_DTYPES and not any_autocast():
+        dtype, index = x.dtype, x.get_device()
+        for p in params:
+            if p is not None and not ((type(p) is _Parameter or type(p) is _Tensor) and p.is_cuda
+                                      and p.dtype == dtype and p.get_device() == index):
+                break
+        else:
+            return None
+    return device_reason(x, *params) or dtype_reason(x) or same_dtype_reason(x, *params) or autocast_reason(x)
+
+
 def cdiv(a: int, b: int) -> int:
     """ceil(a / b) for ints (``triton.cdiv`` is a constexpr function: ~10x the CPU per call)."""
     return -(-a // b)
@@ -184,10 +208,60 @@ def launcher(fn: Callable[P, R]) -> Callable[P, R]:
     return serialised
 
 
-def size_policy_on() -> bool:
-    """Whether the "torch is faster" policies apply (each op falls back where PyTorch wins).
+@dataclasses.dataclass
+class Settings:
+    """The library's switches, read from the environment by :func:`read_settings` (at import).
 
-    Off under the interpreter (there the point is to run the kernels) and with
-    ``TRITONPATCH_SIZE_POLICY=0`` (tests and benchmarks that must run the kernels at every size).
+    Read per call from here, not from ``os.environ`` (whose ``get`` costs 1-2 us of CPU per call on the
+    hosts measured). Code that changes the variables at run time calls :func:`read_settings` after,
+    or sets the attributes directly (tests: ``monkeypatch.setattr(common.SETTINGS, ...)``).
+
+    Attributes:
+        size_policy: the "torch is faster" size policies apply (``TRITONPATCH_SIZE_POLICY``, default 1;
+            always off under the interpreter, where the point is to run the kernels).
+        linear_relu: the Linear+ReLU forward provider, ``"auto"``, ``"triton"`` or ``"cublaslt"``
+            (``TRITONPATCH_LINEAR_RELU``; anything else reads as ``"auto"``).
     """
-    return not interpreting() and os.environ.get("TRITONPATCH_SIZE_POLICY", "1") not in ("", "0")
+
+    size_policy: bool = True
+    linear_relu: str = "auto"
+
+
+SETTINGS = Settings()
+
+
+def read_settings() -> Settings:
+    """(Re)read :data:`SETTINGS` from the environment; returns it."""
+    SETTINGS.size_policy = not interpreting() and os.environ.get("TRITONPATCH_SIZE_POLICY", "1") not in ("", "0")
+    provider = os.environ.get("TRITONPATCH_LINEAR_RELU", "auto")
+    SETTINGS.linear_relu = provider if provider in ("triton", "cublaslt") else "auto"
+    return SETTINGS
+
+
+read_settings()
+
+
+@contextlib.contextmanager
+def environment(**variables: str | None) -> Iterator[Settings]:
+    """Set (a str) or unset (None) the given environment variables for the block, with :data:`SETTINGS`
+    read from them; both are put back after. E.g. ``environment(TRITONPATCH_SIZE_POLICY="0")``."""
+    saved = {k: os.environ.get(k) for k in variables}
+
+    def put(values: dict[str, str | None]) -> None:
+        for k, v in values.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    put(variables)
+    try:
+        yield read_settings()
+    finally:
+        put(saved)
+        read_settings()
+
+
+def size_policy_on() -> bool:
+    """Whether the "torch is faster" policies apply (each op falls back where PyTorch wins):
+    ``SETTINGS.size_policy`` (see :class:`Settings`)."""
+    return SETTINGS.size_policy

@@ -29,16 +29,13 @@ import torch.nn.functional as F
 
 from tritonpatch.kernels import layer_norm as _k
 from tritonpatch.ops.common import (
-    autocast_reason,
     cdiv,
-    device_reason,
-    dtype_reason,
     launcher,
     new_output,
     new_output_like,
     next_power_of_2,
     records_grad,
-    same_dtype_reason,
+    tensors_reason,
 )
 from tritonpatch.ops import size_policy
 from tritonpatch.ops.launch import BoundLaunch, FastKernel
@@ -88,8 +85,7 @@ def unsupported(x: torch.Tensor, normalized_shape: tuple[int, ...], weight: torc
     size where torch is faster (:mod:`tritonpatch.ops.size_policy`).
     There is no width limit and no layout condition (non-contiguous inputs are handled by the op).
     """
-    reason = (device_reason(x, weight, bias) or dtype_reason(x) or same_dtype_reason(x, weight, bias)
-              or autocast_reason(x))
+    reason = tensors_reason(x, weight, bias)
     if reason is not None:
         return reason
     shape = normalized_shape if type(normalized_shape) is tuple else _as_shape(normalized_shape)

@@ -20,7 +20,6 @@ Layout: x and W are read through their strides (W as its transpose, no copy). x 
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 from torch import Tensor
@@ -58,12 +57,13 @@ def forward_provider(x: Tensor) -> str:
     2.219, 128x4096->4096 0.0229 vs 0.0570, 2048x768->3072 0.0219 vs 0.0302, 512x1024->4096 0.0136 vs
     0.0155 (F.linear + F.relu: 0.0982, 0.2867, 1.782, 0.0262, 0.0287, 0.0172). So on CUDA the pair is
     fused in cuBLASLt, and the Triton kernel runs under the interpreter. ``TRITONPATCH_LINEAR_RELU``
-    = ``triton`` or ``cublaslt`` forces one (benchmarks, tests).
+    = ``triton`` or ``cublaslt`` forces one (benchmarks, tests; read at import, see
+    :class:`tritonpatch.ops.common.Settings`).
     """
-    forced = os.environ.get("TRITONPATCH_LINEAR_RELU", "auto")
-    if forced in ("triton", "cublaslt"):
+    forced = common.SETTINGS.linear_relu
+    if forced != "auto":
         return forced
-    return "cublaslt" if x.device.type == "cuda" else "triton"
+    return "cublaslt" if x.is_cuda else "triton"
 
 
 _ZEROS: dict[tuple[int, torch.dtype, torch.device], Tensor] = {}
@@ -120,7 +120,7 @@ def slower_than_torch(M: int, N: int, K: int, training: bool = False) -> bool:
 
 def torch_is_faster(M: int, N: int, K: int, training: bool = False) -> bool:
     """Size policy: :func:`slower_than_torch`, while the policy is on (never under the interpreter)."""
-    return slower_than_torch(M, N, K, training) and common.size_policy_on()  # the environment read last
+    return slower_than_torch(M, N, K, training) and common.SETTINGS.size_policy
 
 
 def use_triton_backward(M: int, N: int, K: int, dtype: torch.dtype) -> bool:
@@ -139,10 +139,7 @@ def unsupported(x: Tensor, weight: Tensor, bias: Tensor | None) -> str | None:
     Any strides are taken. Reasons: device, dtype (float64 falls back), mixed dtypes, autocast,
     shapes that do not fit (torch raises its own error), fp32 without TF32 on CUDA, and the size policy.
     """
-    reason = (common.device_reason(x, weight, bias)
-              or common.dtype_reason(x)
-              or common.same_dtype_reason(x, weight, bias)
-              or common.autocast_reason(x))
+    reason = common.tensors_reason(x, weight, bias)
     if reason:
         return reason
     if x.dim() < 1 or weight.dim() != 2 or x.shape[-1] != weight.shape[1]:

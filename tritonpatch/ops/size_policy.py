@@ -61,4 +61,5 @@ def below_threshold(op: str, size: int, training: bool) -> bool:
 def torch_is_faster(op: str, size: int, training: bool) -> bool:
     """True when torch's own op is expected to beat the patched call (:func:`below_threshold`). Always
     False while the size policy is off."""
-    return below_threshold(op, size, training) and common.size_policy_on()  # the environment is read last
+    inference, train = MIN_SIZE[op]  # below_threshold, inline: this runs on every patched call
+    return size < (train if training else inference) and common.SETTINGS.size_policy
