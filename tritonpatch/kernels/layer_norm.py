@@ -35,6 +35,25 @@ import triton.language as tl
 
 
 @triton.jit
+def _load_f32(ptrs, mask, EVEN: tl.constexpr):
+    """``ptrs`` loaded as fp32: a full unmasked vector when EVEN, else masked (0 where ``mask`` is off)."""
+    if EVEN:
+        v = tl.load(ptrs)
+    else:
+        v = tl.load(ptrs, mask=mask, other=0.0)
+    return v.to(tl.float32)
+
+
+@triton.jit
+def _store(ptrs, value, mask, EVEN: tl.constexpr):
+    """``value`` stored at ``ptrs``: unmasked when EVEN, else where ``mask`` is on."""
+    if EVEN:
+        tl.store(ptrs, value)
+    else:
+        tl.store(ptrs, value, mask=mask)
+
+
+@triton.jit
 def layer_norm_fwd_kernel(
     X, Y, W, B, Mean, Rstd,
     stride_x_row, stride_y_row,
@@ -53,11 +72,7 @@ def layer_norm_fwd_kernel(
     mask = row_ok[:, None] & col_ok[None, :]
 
     # x[r, c] lives at X + r * stride_x_row + c
-    x_ptrs = X + rows[:, None] * stride_x_row + cols[None, :]
-    if EVEN:
-        x = tl.load(x_ptrs).to(tl.float32)
-    else:
-        x = tl.load(x_ptrs, mask=mask, other=0.0).to(tl.float32)
+    x = _load_f32(X + rows[:, None] * stride_x_row + cols[None, :], mask, EVEN)
 
     # Two-pass statistics on the registers: mean, then the centred second moment.
     mean = tl.sum(x, axis=1) / N                    # (ROWS,)
@@ -69,30 +84,14 @@ def layer_norm_fwd_kernel(
 
     y = xc * rstd[:, None]                          # xhat
     if HAS_W:
-        if EVEN:
-            w = tl.load(W + cols).to(tl.float32)
-        else:
-            w = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
-        y = y * w[None, :]
+        y = y * _load_f32(W + cols, col_ok, EVEN)[None, :]
     if HAS_B:
-        if EVEN:
-            b = tl.load(B + cols).to(tl.float32)
-        else:
-            b = tl.load(B + cols, mask=col_ok, other=0.0).to(tl.float32)
-        y = y + b[None, :]
+        y = y + _load_f32(B + cols, col_ok, EVEN)[None, :]
 
-    y_ptrs = Y + rows[:, None] * stride_y_row + cols[None, :]
-    if EVEN:
-        tl.store(y_ptrs, y.to(Y.dtype.element_ty))
-    else:
-        tl.store(y_ptrs, y.to(Y.dtype.element_ty), mask=mask)
+    _store(Y + rows[:, None] * stride_y_row + cols[None, :], y.to(Y.dtype.element_ty), mask, EVEN)
     if STORE_STATS:
-        if EVEN:
-            tl.store(Mean + rows, mean)
-            tl.store(Rstd + rows, rstd)
-        else:
-            tl.store(Mean + rows, mean, mask=row_ok)
-            tl.store(Rstd + rows, rstd, mask=row_ok)
+        _store(Mean + rows, mean, row_ok, EVEN)
+        _store(Rstd + rows, rstd, row_ok, EVEN)
 
 
 @triton.jit
