@@ -212,7 +212,7 @@ def launcher(fn: Callable[P, R]) -> Callable[P, R]:
 class Settings:
     """The library's switches, read from the environment by :func:`read_settings` (at import).
 
-    Read per call from here, not from ``os.environ`` (whose ``get`` costs 1-2 us of CPU per call on the
+    Read per call from here, not from ``os.environ`` (whose ``get`` costs 0.6-1.7 us of CPU per call on the
     hosts measured). Code that changes the variables at run time calls :func:`read_settings` after,
     or sets the attributes directly (tests: ``monkeypatch.setattr(common.SETTINGS, ...)``).
 
