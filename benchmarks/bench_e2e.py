@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import harness  # noqa: I001 (first: sets TRITON_INTERPRET for --smoke before triton is imported)
 
-import contextlib
 import logging
 import statistics
 import sys
@@ -162,10 +161,9 @@ def patch_cost(ctx: Context, dtype: torch.dtype) -> list[dict]:
             dict(base, metric="CUDA bytes allocated after unpatch", patched=str(after), note=mem_note)]
 
 
+@common.environment(TRITONPATCH_SIZE_POLICY=None)  # the size policy as shipped: its variable unset for the stage
 def run(ctx: Context) -> list[dict]:
     logging.getLogger("tritonpatch").setLevel(logging.ERROR)  # per-layer fallback notes: in the report line
-    unset = contextlib.ExitStack()  # the size policy as shipped: its variable unset for the stage
-    unset.enter_context(common.environment(TRITONPATCH_SIZE_POLICY=None))
     sink = Sink(ctx, ctx.csv_path("e2e"), E2E_COLUMNS,
                 show=lambda r: "  e2e  " + " | ".join(f"{c} {r[c]}" for c in E2E_COLUMNS[1:] if r[c] != ""))
     dtype = torch.float32 if ctx.smoke else torch.bfloat16
@@ -200,7 +198,6 @@ def run(ctx: Context) -> list[dict]:
             for row in patch_cost(ctx, dtype):
                 sink.add(row)
     finally:
-        unset.close()
         sink.flush()
     return sink.rows
 
