@@ -81,7 +81,7 @@ def main() -> None:
         ref, pat = [], []
         for _ in range(args.rounds):
             ref.append(timed(fwd, args.iters))
-            with tritonpatch.patch(model, **opts) as p:
+            with tritonpatch.patch(model, **opts):
                 for _ in range(2):
                     fwd()
                 pat.append(timed(fwd, args.iters))
