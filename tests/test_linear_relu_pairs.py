@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import tritonpatch
+from tritonpatch import layers
 
 D = 12
 
@@ -195,3 +196,26 @@ def test_pre_hooks_do_not_block_fusion(device):
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     assert seen == [x.shape, x.shape]
     assert p.layers[0].triton_calls == 1 and p.layers[0].fallback_calls == 0
+
+
+@pytest.mark.parametrize("pre_hook", [False, True])
+def test_fallbacks_are_counted_at_the_pair_site_only(device, pre_hook):
+    """A pair's Linear that falls back is counted only for calls from its proved site (that code, that
+    line), with or without a pre-hook between it and its caller; calls from another line are plain
+    nn.Linear calls. The line of each call instruction is learned once (``CallSite.on_line``)."""
+    model = Branchy().to(device).double()  # float64: every call falls back, with that reason
+    if pre_hook:
+        model.fc.register_forward_pre_hook(lambda m, args: None)
+    x = torch.randn(4, D, device=device, dtype=torch.float64)
+    with tritonpatch.patch(model) as p:
+        for raw in (False, True, True, False, False, True):
+            model.raw = raw
+            want = model.fc._tp_original_class.forward(model.fc, x)
+            torch.testing.assert_close(model(x), want if raw else torch.relu(want), rtol=0, atol=0)
+        (site,) = layers.STATES[model.fc].sites
+        learned = dict(site.on_line)
+    record = p.layers[0]
+    assert record.triton_calls == 0 and record.fallback_calls == 3, str(p)
+    assert list(record.fallback_reasons) == ["dtype torch.float64 is not supported"]
+    # the site's call instruction is on its line; the raw call's (walked to, since the probe missed) is not
+    assert True in learned.values() and False in learned.values(), learned

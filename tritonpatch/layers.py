@@ -237,6 +237,8 @@ _tls = threading.local()
 #: torch.relu itself, taken before any patch wraps it (compare() captures a pair's output through it,
 #: and must not consume the "already ReLU'd" mark that the pair's own ReLU relies on).
 _TORCH_RELU = torch.relu
+#: F.relu itself, likewise (what a pair's ReLU module runs when not handed the fused output).
+_F_RELU = F.relu
 #: Frames of nn.Module's call machinery, between a caller and the module's forward.
 _CALL_CODES = frozenset({
     nn.Module._call_impl.__code__, nn.Module._wrapped_call_impl.__code__,
@@ -245,29 +247,57 @@ _CALL_CODES = frozenset({
 })
 
 
-def _caller_frame() -> Any:
-    """The frame that called the current module (skipping nn.Module's __call__ machinery).
-
-    Frames: 0 this, 1 _at_accepted_site, 2 the patched forward, 3 onwards nn.Module.__call__.
-    """
-    frame = sys._getframe(3)
+def _caller_frame(frame: Any) -> Any:
+    """The first frame from ``frame`` up that is not nn.Module's call machinery: the module's caller."""
     while frame is not None and frame.f_code in _CALL_CODES:
         frame = frame.f_back
     return frame
 
 
+def _on_site(site: Any, frame: Any) -> bool:
+    """``frame`` is running ``site``'s code at ``site``'s line (a site without a line: anywhere in it).
+
+    The line is read as ``f_lineno`` once per instruction offset (``f_lasti``) and kept in
+    ``site.on_line``: ``f_lineno`` decodes the code's line table from its start on every read, so its
+    cost grows with the caller's length (a long HF ``forward``), while an offset's line never changes.
+    """
+    if frame.f_code is not site.code:
+        return False
+    if site.lineno is None:
+        return True
+    lasti = frame.f_lasti
+    hit = site.on_line.get(lasti)
+    if hit is None:
+        hit = site.on_line[lasti] = frame.f_lineno == site.lineno
+    return hit
+
+
 def _at_accepted_site(sites: list[Any], check_parent: bool = True) -> bool:
     """True when the Linear is being called from one of the call sites its pair was proved at: that code
-    and line, and (``check_parent``) that parent module as the caller's ``self``. The parent check reads
-    the caller's locals (a dict built from the frame: the costly part), so a call that falls back anyway
-    skips it (it decides only what the report counts, never what runs)."""
-    frame = _caller_frame()
+    and line, and (``check_parent``) that parent module as the caller's ``self``.
+
+    Frames: 0 this, 1 the patched forward, 2 onwards nn.Module's call machinery, then the caller.
+    Without ``check_parent`` (a call that falls back anyway: the answer decides only what the report
+    counts, never what runs) the frame where the caller sits when the Linear has no hooks (2
+    ``_call_impl``, 3 ``_wrapped_call_impl``, 4 the caller) is tried first: one frame object made instead
+    of three, and no read of the caller's locals (a dict built from its frame). On a miss, or with
+    ``check_parent``, the frames are walked.
+    """
+    if not check_parent:
+        try:
+            probe = sys._getframe(4)
+        except ValueError:  # a stack shallower than that
+            probe = None
+        if probe is not None:
+            for site in sites:
+                if _on_site(site, probe):
+                    return True
+    frame = _caller_frame(sys._getframe(2))
     if frame is None:
         return False
     for site in sites:
-        if frame.f_code is site.code and (site.lineno is None or frame.f_lineno == site.lineno):
-            if not check_parent or frame.f_locals.get("self") is site.parent:
-                return True
+        if _on_site(site, frame) and (not check_parent or frame.f_locals.get("self") is site.parent):
+            return True
     return False
 
 
@@ -359,4 +389,6 @@ class ReluBehaviour(_PatchedModule):
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002
         if take_fused(input):
             return input
-        return self._tp_original_class.forward(self, input)
+        # nn.ReLU.forward (the plan takes no class that overrides it) with torch's F.relu: F.relu may be
+        # the pair routing's wrapper now, which would ask take_fused again
+        return _F_RELU(input, self.inplace)

@@ -95,7 +95,10 @@ def records_grad(*tensors: torch.Tensor | None) -> bool:
     skipped) requires grad. Decides both the autograd path of an op and the size policy's training bar."""
     if not torch.is_grad_enabled():
         return False
-    return any(t is not None and t.requires_grad for t in tensors)
+    for t in tensors:  # a loop, not any(<generator>): this runs on every patched call
+        if t is not None and t.requires_grad:
+            return True
+    return False
 
 
 def autocast_reason(x: torch.Tensor) -> str | None:

@@ -51,6 +51,9 @@ class CallSite:
     parent: nn.Module
     code: Any
     lineno: int | None  # None: any line (nn.Sequential's loop)
+    #: instruction offset (a frame's ``f_lasti``) in ``code`` -> whether it lies on ``lineno``, learned
+    #: per offset: ``f_lineno`` decodes the code's line table from its start on every read
+    on_line: dict[int, bool] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclasses.dataclass
