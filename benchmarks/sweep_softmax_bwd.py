@@ -61,7 +61,7 @@ def main() -> None:
         results.sort()
         best = results[0]
         cfg = S._rows_config(n, m, max(y.element_size(), dy.element_size()), 132,
-                             (S.MAX_SINGLE_N_BWD, S.ROWS_TILE_BWD, S.LOOP_BLOCK_BYTES))
+                             (S.MAX_SINGLE_N_BWD, S.ROWS_TILE_BWD, S.LOOP_BLOCK_BYTES_BWD))
         print(f"bwd {m}x{n} y {str(ydt)[6:]} dy {str(dydt)[6:]}: torch {t_torch:.4f} ms, ours {t_ours:.4f} ms "
               f"(cfg rows={cfg[1]} warps={cfg[3]}, {nbytes / t_ours / 1e6 / ceiling:.0%} of copy), "
               f"best {best[0]:.4f} ms rows={best[1]} warps={best[2]} ({nbytes / best[0] / 1e6 / ceiling:.0%}); "

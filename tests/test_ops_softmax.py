@@ -33,6 +33,7 @@ def path(request, monkeypatch):
         monkeypatch.setattr(S, "MAX_SINGLE_N", 8)
         monkeypatch.setattr(S, "MAX_SINGLE_N_BWD", 8)
         monkeypatch.setattr(S, "LOOP_BLOCK_BYTES", 256)
+        monkeypatch.setattr(S, "LOOP_BLOCK_BYTES_BWD", 256)
         monkeypatch.setattr(S, "STRIDED_SINGLE_TILE", 32)
     return request.param
 

@@ -65,6 +65,14 @@ ROWS_TILE = 2048
 ROWS_TILE_BWD = 4096
 #: bytes of one chunk of the looped kernels (per tensor read)
 LOOP_BLOCK_BYTES = 16384
+#: the same for the looped backward over rows (wider than MAX_SINGLE_N_BWD), and its warps. Measured on the
+#: H200, 2026-12-01 (benchmarks/sweep_softmax_l2.py, results_2026-12-01/session7/sweep_softmax_l2_b.txt, %
+#: of copy): 32 KiB chunks at 32 warps against 16 KiB at 16 warps: bf16 512x65536 57 -> 67%, 2048x65536
+#: 64 -> 75%, 1024x49152 63 -> 74%, 128x65536 46 -> 52%; fp16 4096x40000 67 -> 76%; fp32 512x65536 57 -> 65%.
+#: (A persistent grid keeping fewer rows in flight, so that the second sweep reads from L2, changed
+#: nothing; nor did either setting help the forward's looped kernel.)
+LOOP_BLOCK_BYTES_BWD = 32768
+LOOP_WARPS_BWD = 32
 #: largest [BLOCK_R, BLOCK_P] tile the strided kernel reduces in one pass
 STRIDED_SINGLE_TILE = 16384
 #: elements per program targeted by the one-pass strided kernel
@@ -245,9 +253,10 @@ def _forward(x: Tensor, d: int, out_dtype: torch.dtype) -> Tensor:
     return y
 
 
-def _bwd_heuristics() -> tuple[int, int, int, int, int]:
+def _bwd_heuristics() -> tuple[int, int, int, int, int, int, int]:
     """The backward's launch heuristics (module constants, read per call)."""
-    return MAX_SINGLE_N_BWD, ROWS_TILE_BWD, LOOP_BLOCK_BYTES, STRIDED_SINGLE_TILE, STRIDED_TILE
+    return (MAX_SINGLE_N_BWD, ROWS_TILE_BWD, LOOP_BLOCK_BYTES, STRIDED_SINGLE_TILE, STRIDED_TILE,
+            LOOP_BLOCK_BYTES_BWD, LOOP_WARPS_BWD)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -256,7 +265,7 @@ def _bwd_plan(shape: tuple[int, ...], dy_strides: tuple[int, ...], d: int, y_dty
     """The backward launch for this shape, dy layout and dtypes (y and dx contiguous), taking (y, dy, dx),
     or None when dy's leading/trailing dims do not merge (the caller makes dy contiguous). Cached like
     :func:`_fwd_plan`; ``consts`` is :func:`_bwd_heuristics`."""
-    max_single, rows_tile, loop_bytes, strided_single, strided_tile = consts
+    max_single, rows_tile, loop_bytes, strided_single, strided_tile, rows_loop_bytes, rows_loop_warps = consts
     plan = _split(shape, dy_strides, d)
     if plan is None:
         return None
@@ -265,11 +274,12 @@ def _bwd_plan(shape: tuple[int, ...], dy_strides: tuple[int, ...], d: int, y_dty
     soft = interpreting()
     dev = device.index if device.type == "cuda" else None
     if inner == 1:
-        looped, rows, block_n, nw = _rows_config(R, outer, elt, _sm_count(device), (max_single, rows_tile, loop_bytes))
+        looped, rows, block_n, nw = _rows_config(R, outer, elt, _sm_count(device),
+                                                 (max_single, rows_tile, rows_loop_bytes))
         unit = dsr == 1 or R == 1
         if looped:
             return BoundLaunch(K.softmax_bwd_rows_looped_kernel, (outer,), (R, R, dso, dsr),
-                               dict(BLOCK_N=block_n, DY_COL_UNIT=unit, SOFT_BF16=soft), nw, device=dev)
+                               dict(BLOCK_N=block_n, DY_COL_UNIT=unit, SOFT_BF16=soft), rows_loop_warps, device=dev)
         return BoundLaunch(K.softmax_bwd_rows_kernel, (cdiv(outer, rows),), (outer, R, R, dso, dsr),
                            dict(ROWS=rows, BLOCK_N=block_n, DY_COL_UNIT=unit, SOFT_BF16=soft), nw, device=dev)
     looped, block_r, block_p, nw = _strided_config(R, inner, elt, (strided_single, strided_tile, loop_bytes))
