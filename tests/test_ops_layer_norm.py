@@ -79,7 +79,8 @@ def _check(x, normalized_shape, w=None, b=None, eps=1e-5, dy=None):
             # reference carries ~1e-14 of rounding noise there, so a relative check is meaningless).
             assert ours[i].abs().max().item() <= 1e-6, what
             continue
-        cond = _dx_condition(x, n, w, dy, eps) if what == "dx" else None
+        # the condition-scaled bar is an fp32 bar (half dtypes are held to torch's own error)
+        cond = _dx_condition(x, n, w, dy, eps) if what == "dx" and x.dtype == torch.float32 else None
         assert_matches(ours[i], ref[i], own[i] if own is not None else None, what=what, cond=cond)
     return ours
 
