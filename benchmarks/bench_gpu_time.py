@@ -80,6 +80,15 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
 
 
+def alternating(ft, fo, sets: list[dict], repeats: int) -> tuple[float, float]:
+    """(torch ms, ours ms): each timed ``repeats`` times in the order torch, ours, torch, ...; medians."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        times[0].append(graph_ms(ft, sets))
+        times[1].append(graph_ms(fo, sets))
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
 def fwd_bwd(op, keys):
     def run(s):
         y = op(s)
@@ -129,24 +138,31 @@ def cases():
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--csv", default=None)
+    ap.add_argument("--ops", default="layer_norm,softmax,linear_relu", help="comma-separated op kinds")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="time torch and ours this many times each, alternating; report each one's median "
+                         "(long GEMM rows: a provider timed second may run at lower clocks)")
     args = ap.parse_args()
+    kinds = set(args.ops.split(","))
     ceiling = copy_gbs()
     print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | copy ceiling {ceiling:.0f} GB/s")
     print(f"{'op':12s} {'shape':18s} {'dtype':6s} {'pass':8s} {'torch ms':>9s} {'ours ms':>9s} {'x':>6s} "
           f"{'ours GB/s|TF/s':>14s} {'%copy':>6s}  err")
     rows = []
     for op, shape, dtype, make, set_bytes, keys, ref, ours, work in cases():
+        if op not in kinds:
+            continue
         sets = [make() for _ in range(n_sets(set_bytes))]
         for pass_ in ("fwd", "fwd+bwd"):
             if pass_ == "fwd":
                 ft, fo = (lambda s, f=ref: f(s)), (lambda s, f=ours: f(s))
                 with torch.no_grad():
                     err = rel(fo(sets[0]), ft(sets[0]))
-                    tt, to = graph_ms(ft, sets), graph_ms(fo, sets)
+                    tt, to = alternating(ft, fo, sets, args.repeats)
             else:
                 ft, fo = fwd_bwd(ref, keys), fwd_bwd(ours, keys)
                 err = max(rel(a, b) for a, b in zip(fo(sets[0]), ft(sets[0])))
-                tt, to = graph_ms(ft, sets), graph_ms(fo, sets)
+                tt, to = alternating(ft, fo, sets, args.repeats)
             if op == "linear_relu":
                 rate, pct = work["flops_" + pass_] / to / 1e9, ""
                 unit = "TF/s"

@@ -2,7 +2,8 @@
 
 fp32 runs the exact ("ieee") path (TF32 off) and must land within 1e-6; fp16/bf16 must be within 1.5x of
 torch's own error (``F.relu(F.linear(...))`` in that dtype on the same device). Both backward
-implementations (cuBLAS and the masked Triton GEMM) are checked. Shapes are small: under the interpreter
+implementations (cuBLAS GEMMs on g from the fused ``relu_grad`` pass, and the masked Triton GEMM) are
+checked, and ``relu_grad`` itself against torch's ``threshold_backward`` bit for bit. Shapes are small: under the interpreter
 every program runs in Python.
 """
 from __future__ import annotations
@@ -207,8 +208,56 @@ def test_outputs_come_from_new_output(provider, device, monkeypatch, backward_im
     y.backward(torch.randn_like(y))
     if backward_impl == "triton":
         assert {x.grad.data_ptr(), w.grad.data_ptr(), b.grad.data_ptr()} <= set(made)
+    else:  # cuBLAS GEMMs; grad_b from relu_grad's fused sum
+        assert b.grad.data_ptr() in made
     for t in (y, x.grad, w.grad, b.grad):
         assert not torch.isnan(t).any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("m, n, row_pad", [(1, 5, 0), (37, 50, 3), (64, 256, 0), (200, 130, 0), (96, 128, 7)])
+def test_relu_grad_is_threshold_backward(device, dtype, m, n, row_pad):
+    """g bit for bit as torch's threshold_backward (0 where y <= 0, also -0.0 and NaN y as torch), grad_b
+    against float64 within torch's own error; dy with padded rows (row stride > n); tiles with and
+    without ragged edges (EVEN on and off)."""
+    dy = _rand(m, n + row_pad, dtype=dtype, device=device)[:, :n]
+    y = _rand(m, n, dtype=dtype, device=device)
+    y[0, 0] = float("nan")
+    y[-1, -1] = -0.0
+    dy[0, -1] = -0.0
+    y[0, -1] = 1.0
+    g_torch = torch.ops.aten.threshold_backward(dy, y, 0)
+    g, grad_b = op.relu_grad(dy, y, True)
+    assert g.is_contiguous() and g.dtype == dtype
+    assert torch.equal(g, g_torch) and torch.equal(g.signbit(), g_torch.signbit())
+    assert g[0, 0] == dy[0, 0]  # a NaN y passes dy, as in torch
+    assert grad_b.shape == (n,) and grad_b.dtype == dtype
+    assert_matches(grad_b, g_torch.double().sum(0), g_torch.sum(0), "grad_b")
+    g2, none = op.relu_grad(dy, y, False)
+    assert none is None and torch.equal(g2, g_torch)
+
+
+def test_default_backward_fuses_grad_b(device, monkeypatch):
+    """With cuBLAS GEMMs (the default) grad_b comes from relu_grad's fused sum when the bias needs a
+    gradient, and torch's own pass runs when it does not (nothing to fuse) or dy is expanded (stride 0)."""
+    monkeypatch.setattr(op, "BACKWARD_IMPL", "torch")
+    calls = []
+    real = op.relu_grad
+    monkeypatch.setattr(op, "relu_grad", lambda *a: calls.append(a[2]) or real(*a))
+    x = _leaf(_rand(24, 16, dtype=torch.float32, device=device))
+    w = _leaf(_rand(20, 16, dtype=torch.float32, device=device))
+    b = _leaf(_rand(20, dtype=torch.float32, device=device))
+    op.linear_relu(x, w, b).backward(_rand(24, 20, dtype=torch.float32, device=device))
+    assert calls == [True]
+    op.linear_relu(x, w, b.detach()).backward(_rand(24, 20, dtype=torch.float32, device=device))
+    assert calls == [True]  # no bias gradient: threshold_backward
+    x.grad = w.grad = b.grad = None
+    op.linear_relu(x, w, b).sum().backward()  # dy expanded from a scalar: column stride 0
+    assert calls == [True]
+    mask = (F.linear(x.double(), w.double(), b.double()) > 0).double()  # dy = 1 where y > 0
+    assert_matches(b.grad, mask.sum(0), None, "grad_b")
+    assert_matches(w.grad, mask.t() @ x.double(), None, "grad_w")
+    assert_matches(x.grad, mask @ w.double(), None, "grad_x")
 
 
 def test_nan_propagates_like_torch(device):

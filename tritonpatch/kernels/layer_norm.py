@@ -28,7 +28,7 @@ Kernels (the launcher in ``tritonpatch/ops/layer_norm.py`` picks one by width):
                                  program a contiguous chunk of rows, next tile prefetched
   layer_norm_bwd_row_stats_kernel  c1, c2 per row, chunked (only for wide rows)
   layer_norm_bwd_kernel          wide rows: dx and dw/db partials per column block (c1/c2 precomputed)
-  layer_norm_bwd_reduce_kernel   partials (K, G, N) -> K outputs of length N
+The partials are summed by ``tritonpatch.kernels.column_sums`` (shared with the Linear+ReLU backward).
 """
 import triton
 import triton.language as tl
@@ -324,27 +324,3 @@ def layer_norm_bwd_fused_kernel(
         if COMPUTE_DB:
             db_acc += dy
     _store_partials(Part, pid, N, cols, col_ok, dw_acc, db_acc, db_row0, COMPUTE_DW, COMPUTE_DB)
-
-
-@triton.jit
-def layer_norm_bwd_reduce_kernel(
-    Part, Out0, Out1,
-    G, N,
-    BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
-):
-    """Grid (column blocks, K). Out_k[c] = sum over g of Part[k, g, c] (Part is (K, G, N) fp32, K <= 2),
-    summed in a fixed order (the same for every run), cast to the output dtype."""
-    which = tl.program_id(1).to(tl.int64)
-    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    col_ok = cols < N
-    base = Part + which * G * N                     # Part[k, g, c] at Part + (k * G + g) * N + c
-    acc = tl.zeros((BLOCK_G, BLOCK_N), dtype=tl.float32)
-    for g0 in range(0, G, BLOCK_G):
-        g = g0 + tl.arange(0, BLOCK_G)
-        mask = (g < G)[:, None] & col_ok[None, :]
-        acc += tl.load(base + g[:, None].to(tl.int64) * N + cols[None, :], mask=mask, other=0.0)
-    total = tl.sum(acc, axis=0)
-    if which == 0:
-        tl.store(Out0 + cols, total.to(Out0.dtype.element_ty), mask=col_ok)
-    else:
-        tl.store(Out1 + cols, total.to(Out1.dtype.element_ty), mask=col_ok)

@@ -14,6 +14,11 @@ Backward (optional alternative to cuBLAS), one masked GEMM used twice::
     grad_x = (dy * [y > 0]) @ W      : A = dy (M, N),   Y = y (M, N),   B = W (N, K)
     grad_W = (dy * [y > 0])^T @ x    : A = dy^T (N, M), Y = y^T (N, M), B = x (M, K),  s = grad_b
 
+The default backward keeps cuBLAS for both GEMMs and fuses the rest into one pass over dy and y
+(``relu_grad_kernel``): it writes g = dy * [y > 0] for the GEMMs and, in the same pass, fp32 column sums
+of g over each program's rows, which a second small kernel (``tritonpatch.kernels.column_sums``) adds up
+in a fixed order into grad_b. torch's own backward reads g once more for grad_b.
+
 All operands are taken through arbitrary strides. Programs are ordered in groups of GROUP_M row-tiles so
 that neighbouring programs share operand tiles in L2. Tile offsets are int64 (no overflow for big
 tensors or big strides).
@@ -254,3 +259,45 @@ def masked_matmul_kernel(
     if HAS_SUM:
         if pid_n == 0:
             tl.store(s_ptr + offs_m, _to_output(rowsum, s_ptr, UPCAST), mask=offs_m < P)
+
+
+@triton.jit
+def relu_grad_kernel(
+    dy_ptr, y_ptr, g_ptr, part_ptr,
+    M, N, stride_dy, stride_y, ROWS_PER_PROG,
+    HAS_SUM: tl.constexpr, EVEN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """g = dy * [y > 0] for (M, N) dy and y with unit column stride (row strides given), g contiguous (M, N).
+
+    Grid (G, cdiv(N, BLOCK_N)): program (i, j) owns rows [i * ROWS_PER_PROG, (i + 1) * ROWS_PER_PROG)
+    (a multiple of BLOCK_M) of column block j. With HAS_SUM it also writes part[i, c] = sum of g[r, c] over
+    its rows, in fp32 (part is (G, N) fp32). EVEN: M % ROWS_PER_PROG == 0 and N % BLOCK_N == 0 (no masks).
+    As torch's ``threshold_backward(dy, y, 0)``: g is 0 where y <= 0 and dy elsewhere (a NaN y passes dy).
+    """
+    pid = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_ok = cols < N
+    row0 = pid * ROWS_PER_PROG
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for r in range(0, ROWS_PER_PROG, BLOCK_M):
+        rows = row0 + r + tl.arange(0, BLOCK_M)
+        dy_ptrs = dy_ptr + rows[:, None] * stride_dy + cols[None, :]
+        y_ptrs = y_ptr + rows[:, None] * stride_y + cols[None, :]
+        g_ptrs = g_ptr + rows[:, None] * N + cols[None, :]
+        if EVEN:
+            dy = tl.load(dy_ptrs)
+            y = tl.load(y_ptrs)
+        else:
+            mask = (rows < M)[:, None] & col_ok[None, :]
+            dy = tl.load(dy_ptrs, mask=mask, other=0.0)
+            y = tl.load(y_ptrs, mask=mask, other=0.0)
+        # compared and selected in fp32 (exact for every input dtype; the interpreter compares bf16 wrongly)
+        g = tl.where(y.to(tl.float32) <= 0, 0.0, dy.to(tl.float32))
+        if EVEN:
+            tl.store(g_ptrs, g.to(g_ptr.dtype.element_ty))
+        else:
+            tl.store(g_ptrs, g.to(g_ptr.dtype.element_ty), mask=mask)
+        if HAS_SUM:
+            acc += g
+    if HAS_SUM:
+        tl.store(part_ptr + pid * N + cols, tl.sum(acc, axis=0), mask=col_ok)

@@ -140,6 +140,19 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def clamp(v: int, lo: int, hi: int) -> int:
+    """``v`` limited to [lo, hi]."""
+    return max(lo, min(hi, v))
+
+
+@functools.lru_cache(maxsize=None)
+def num_sms(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device; 4 under the interpreter (keeps its grids small)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 4
+
+
 def next_power_of_2(n: int) -> int:
     """Smallest power of two >= n (n >= 1)."""
     return 1 << (max(n, 1) - 1).bit_length()

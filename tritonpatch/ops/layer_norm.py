@@ -28,12 +28,15 @@ import torch
 import torch.nn.functional as F
 
 from tritonpatch.kernels import layer_norm as _k
+from tritonpatch.ops.column_sums import column_sums_launch
 from tritonpatch.ops.common import (
     cdiv,
+    clamp,
     launcher,
     new_output,
     new_output_like,
     next_power_of_2,
+    num_sms,
     records_grad,
     tensors_reason,
 )
@@ -104,10 +107,6 @@ def unsupported(x: torch.Tensor, normalized_shape: tuple[int, ...], weight: torc
 # ----------------------------------------------------------------------------------------------------
 # Launch parameters (functions of the width only, cached)
 # ----------------------------------------------------------------------------------------------------
-def _clamp(v: int, lo: int, hi: int) -> int:
-    return max(lo, min(hi, v))
-
-
 @functools.lru_cache(maxsize=None)
 def _fwd_config(n: int, elt: int = 2) -> tuple[bool, int, int, int]:
     """(fused, BLOCK_N, ROWS, num_warps) for the forward at width n, element size elt.
@@ -120,8 +119,8 @@ def _fwd_config(n: int, elt: int = 2) -> tuple[bool, int, int, int]:
     if n > FUSED_FWD_MAX:
         return False, _FWD_LOOP_BLOCK, 1, 16
     block = next_power_of_2(n)
-    rows = _clamp(_TILE // block, 1, 64)
-    warps = _clamp(rows * block * elt // (32 * _FWD_BYTES_PER_THREAD), 1, 32)
+    rows = clamp(_TILE // block, 1, 64)
+    warps = clamp(rows * block * elt // (32 * _FWD_BYTES_PER_THREAD), 1, 32)
     return True, block, rows, warps
 
 
@@ -140,27 +139,9 @@ def _bwd_config(n: int, elt: int = 2) -> tuple[bool, int, int, int, int]:
         return False, _BWD_COLS_BLOCK, _BWD_COLS_ROWS, 8, 4
     block = next_power_of_2(n)
     tile = _BWD_TILE * (2 if elt >= 4 else 1)
-    rows = _clamp(tile // block, 1, 64)
-    warps = _clamp(rows * block // 512, 4, 16)
-    return True, block, rows, warps, _clamp(16 // warps, 1, 4)
-
-
-def _reduce_config(g: int, n: int) -> tuple[int, int, int]:
-    """(BLOCK_G, BLOCK_N, num_warps) for summing a (g, n) fp32 partial buffer over its rows.
-
-    The partials were just written (L2-resident); the sum is latency-bound, so each program takes a
-    narrow column strip (many programs) and a tall row block (few loop trips)."""
-    if n <= 2048:
-        return _clamp(next_power_of_2(g), 16, 512), 8, 4
-    return _clamp(next_power_of_2(g), 16, 256), 32, 8
-
-
-@functools.lru_cache(maxsize=None)
-def _num_sms(device: torch.device) -> int:
-    """Streaming multiprocessors of a CUDA device; 4 under the interpreter (keeps its grids small)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return 4
+    rows = clamp(tile // block, 1, 64)
+    warps = clamp(rows * block // 512, 4, 16)
+    return True, block, rows, warps, clamp(16 // warps, 1, 4)
 
 
 def _rows_view(t: torch.Tensor, n: int) -> torch.Tensor:
@@ -190,7 +171,6 @@ layer_norm_fwd_looped_kernel = FastKernel(_k.layer_norm_fwd_looped_kernel)
 layer_norm_bwd_fused_kernel = FastKernel(_k.layer_norm_bwd_fused_kernel)
 layer_norm_bwd_row_stats_kernel = FastKernel(_k.layer_norm_bwd_row_stats_kernel)
 layer_norm_bwd_kernel = FastKernel(_k.layer_norm_bwd_kernel)
-layer_norm_bwd_reduce_kernel = FastKernel(_k.layer_norm_bwd_reduce_kernel)
 
 def _rows(x: torch.Tensor, n: int) -> tuple[torch.Tensor, int, int]:
     """``x`` as rows of n elements: (tensor whose rows are contiguous, M, row stride). A contiguous ``x``
@@ -259,7 +239,7 @@ def _bwd_plan(m: int, n: int, rs_x: int, rs_dy: int, x_dtype: torch.dtype, dy_dt
     fused, block, rows, warps, per_sm = _bwd_config(n, x_dtype.itemsize)
     n_tiles = cdiv(m, rows)
     dev = device if device >= 0 else None
-    sms = _num_sms(torch.device("cuda", device) if device >= 0 else torch.device("cpu"))
+    sms = num_sms(torch.device("cuda", device) if device >= 0 else torch.device("cpu"))
     k = int(need_dw) + int(need_db)
     has_w = w_dtype is not None
     needs = dict(COMPUTE_DX=need_dx, COMPUTE_DW=need_dw, COMPUTE_DB=need_db)
@@ -273,7 +253,7 @@ def _bwd_plan(m: int, n: int, rs_x: int, rs_dy: int, x_dtype: torch.dtype, dy_dt
                            dict(HAS_W=has_w, **needs, BLOCK_N=block, ROWS=rows, PREFETCH=True), warps, device=dev)
     else:
         n_col_blocks = cdiv(n, block)
-        g = _clamp(sms * per_sm // n_col_blocks, 1, n_tiles)
+        g = clamp(sms * per_sm // n_col_blocks, 1, n_tiles)
         if need_dx:
             stats = BoundLaunch(layer_norm_bwd_row_stats_kernel, (m,), (rs_x, rs_dy, n),
                                 dict(HAS_W=has_w, BLOCK_N=_BWD_STATS_BLOCK), 8, device=dev)
@@ -281,9 +261,7 @@ def _bwd_plan(m: int, n: int, rs_x: int, rs_dy: int, x_dtype: torch.dtype, dy_dt
                            dict(HAS_W=has_w, FULL_ROW=False, **needs, BLOCK_N=block, ROWS=rows), warps, device=dev)
     reduce = None
     if k:
-        block_g, block_r, warps_r = _reduce_config(g, n)
-        reduce = BoundLaunch(layer_norm_bwd_reduce_kernel, (cdiv(n, block_r), k), (g, n),
-                             dict(BLOCK_G=block_g, BLOCK_N=block_r), warps_r, device=dev)
+        reduce = column_sums_launch(g, n, k, dev)
     return _BwdPlan(fused, g, stats, main, reduce)
 
 

@@ -8,9 +8,11 @@ does); the ReLU mask is ``y > 0``. Backward, with g = dy * [y > 0] over the flat
 
     grad_x = g @ W        grad_W = g^T @ x        grad_b = sum over rows of g
 
-computed only for the inputs that need a gradient, either by cuBLAS (``torch.mm``, default) or by a Triton
-GEMM that applies the mask while loading dy (no g in memory) and sums grad_b in the grad_W pass. Which one
-runs is :func:`use_triton_backward`'s choice, per shape.
+computed only for the inputs that need a gradient. By default the GEMMs are cuBLAS's (``torch.mm``) and
+the rest is one Triton pass over dy and y (:func:`relu_grad`) that writes g and, in the same pass, the
+fp32 partial column sums of grad_b, so g is not read again for grad_b as in torch's backward. The
+alternative (``BACKWARD_IMPL``) is a Triton GEMM that applies the mask while loading dy (no g in memory)
+and sums grad_b in the grad_W pass; which one runs is :func:`use_triton_backward`'s choice, per shape.
 
 fp32 follows ``torch.backends.cuda.matmul.allow_tf32``: True -> TF32 tensor cores, False -> exact fp32.
 
@@ -19,6 +21,7 @@ Layout: x and W are read through their strides (W as its transpose, no copy). x 
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -26,6 +29,8 @@ from torch import Tensor
 
 from tritonpatch.kernels import linear_relu as _k
 from tritonpatch.ops import common, size_policy
+from tritonpatch.ops.column_sums import column_sums_launch
+from tritonpatch.ops.launch import BoundLaunch, FastKernel
 
 __all__ = ["unsupported", "linear_relu", "torch_is_faster", "use_triton_backward", "BACKWARD_IMPL",
            "FP32_IEEE_FALLS_BACK"]
@@ -206,6 +211,65 @@ def _masked_matmul(a: Tensor, ymask: Tensor, b: Tensor, want_sum: bool) -> tuple
     return c, s
 
 
+relu_grad_kernel = FastKernel(_k.relu_grad_kernel)
+
+#: ``relu_grad_kernel``'s tile (BLOCK_M rows x BLOCK_N columns), warps, and programs per SM. Swept on the
+#: H200 (``benchmarks/sweep_relu_grad.py``, NVIDIA H200, 2026-12-01, bf16, 24 configs at 6 shapes from
+#: 128x4096 to 8192x16384, `results_2026-12-01/session8/sweep_relu_grad.txt`): (32, 128, 4 warps) was
+#: the best or within 1% of it at 5 of 6 shapes; g and grad_b took 44.0 us at 8192x3072 against 67.6 us
+#: for torch's threshold_backward + sum(0) (1.25-1.54x over the shapes and dtypes).
+RELU_GRAD_TILE = (32, 128, 4, 4)
+
+
+@functools.lru_cache(maxsize=1024)
+def _relu_grad_plan(m: int, n: int, stride_dy: int, stride_y: int, dtype: torch.dtype, want_sum: bool,
+                    device: int) -> tuple[BoundLaunch, int, BoundLaunch | None]:
+    """(the g pass, rows G of its partial buffer, the partial sum or None) for an (m, n) call, cached."""
+    block_m, block_n, warps, per_sm = RELU_GRAD_TILE
+    dev = device if device >= 0 else None
+    col_blocks = common.cdiv(n, block_n)
+    tiles = common.cdiv(m, block_m)
+    sms = common.num_sms(torch.device("cuda", device) if device >= 0 else torch.device("cpu"))
+    g = common.clamp(sms * per_sm // col_blocks, 1, tiles)
+    rows_per_prog = common.cdiv(tiles, g) * block_m
+    g = common.cdiv(m, rows_per_prog)
+    even = m % rows_per_prog == 0 and n % block_n == 0
+    main = BoundLaunch(relu_grad_kernel, (g, col_blocks), (m, n, stride_dy, stride_y, rows_per_prog),
+                       dict(HAS_SUM=want_sum, EVEN=even, BLOCK_M=block_m, BLOCK_N=block_n), warps, device=dev)
+    return main, g, (column_sums_launch(g, n, 1, dev) if want_sum else None)
+
+
+@common.launcher
+def relu_grad(dy: Tensor, y: Tensor, want_sum: bool) -> tuple[Tensor, Tensor | None]:
+    """``g = dy * [y > 0]`` (M, N) contiguous, as torch's ``threshold_backward(dy, y, 0)`` bit for bit, and
+    with ``want_sum`` its column sums ``grad_b = g.sum(0)`` (N,) in dy's dtype, accumulated in fp32 in a
+    fixed order (deterministic), in the same pass. dy, y: (M, N), M, N > 0, unit column stride."""
+    m, n = dy.shape
+    g = common.new_output((m, n), dy.dtype, dy.device)
+    main, rows, reduce = _relu_grad_plan(m, n, dy.stride(0) if m > 1 else n, y.stride(0) if m > 1 else n,
+                                         dy.dtype, want_sum, dy.get_device())
+    if reduce is None:
+        main(dy, y, g, g)
+        return g, None
+    part = common.new_output((rows, n), torch.float32, dy.device)
+    grad_b = common.new_output((n,), dy.dtype, dy.device)
+    main(dy, y, g, part)
+    reduce(part, grad_b, grad_b)
+    return g, grad_b
+
+
+def _backward_cublas(dy: Tensor, y: Tensor, x2: Tensor, weight: Tensor, need_x: bool, need_w: bool,
+                     need_b: bool) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """cuBLAS GEMMs on g from :func:`relu_grad` (grad_b summed in the same pass). dy, y: unit column stride."""
+    if need_b:
+        g, grad_b = relu_grad(dy, y, True)
+    else:  # no sum to fuse: torch's own pass
+        g, grad_b = torch.ops.aten.threshold_backward(dy, y, 0), None
+    grad_x = torch.mm(g, weight) if need_x else None
+    grad_w = torch.mm(g.t(), x2) if need_w else None
+    return grad_x, grad_w, grad_b
+
+
 def _backward_torch(dy: Tensor, y: Tensor, x2: Tensor, weight: Tensor, need_x: bool, need_w: bool,
                     need_b: bool) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     """cuBLAS backward: g = dy * [y > 0] in one elementwise pass, then mm, mm, and one column sum."""
@@ -260,11 +324,13 @@ class _LinearReLU(torch.autograd.Function):
         x2, dy2, y2 = _flat(x), _flat(dy), _flat(y)
         M, K = x2.shape
         # create_graph=True: torch's ops, whose graph a double backward differentiates (the Triton
-        # kernels record nothing)
-        if M > 0 and not torch.is_grad_enabled() and use_triton_backward(M, N, K, x.dtype):
+        # kernels record nothing). A dy without unit column stride (e.g. expanded from a sum) too.
+        if M == 0 or N == 0 or torch.is_grad_enabled() or dy2.stride(1) != 1 or y2.stride(1) != 1:
+            grad_x, grad_w, grad_b = _backward_torch(dy2, y2, x2, weight, need_x, need_w, need_b)
+        elif use_triton_backward(M, N, K, x.dtype):
             grad_x, grad_w, grad_b = _backward_triton(dy2, y2, x2, weight, need_x, need_w, need_b)
         else:
-            grad_x, grad_w, grad_b = _backward_torch(dy2, y2, x2, weight, need_x, need_w, need_b)
+            grad_x, grad_w, grad_b = _backward_cublas(dy2, y2, x2, weight, need_x, need_w, need_b)
         if grad_x is not None:
             grad_x = grad_x.view(x.shape)
         return grad_x, grad_w, grad_b, None
