@@ -33,12 +33,14 @@ from tritonpatch.ops.common import (
     FLOAT_DTYPES,
     autocast_reason,
     cdiv,
+    clamp,
     device_reason,
     dtype_reason,
     interpreting,
     launcher,
     new_output_like,
     next_power_of_2,
+    num_sms,
     records_grad,
 )
 from tritonpatch.ops import size_policy
@@ -73,10 +75,21 @@ LOOP_BLOCK_BYTES = 16384
 #: nothing; nor did either setting help the forward's looped kernel.)
 LOOP_BLOCK_BYTES_BWD = 32768
 LOOP_WARPS_BWD = 32
-#: largest [BLOCK_R, BLOCK_P] tile the strided kernel reduces in one pass
-STRIDED_SINGLE_TILE = 16384
-#: elements per program targeted by the one-pass strided kernel
-STRIDED_TILE = 8192
+#: Strided kernels (softmax over a dim that is not the last, e.g. dim=1 of (B, R, C)): the largest
+#: [BLOCK_R, BLOCK_P] tile reduced in one pass (a longer R takes the looped kernel); the tile targeted per
+#: program and the fp32 elements each thread holds (warps = tile / (32 * that)), forward and backward.
+#: Swept on the H200, 2026-12-01 (benchmarks/sweep_softmax_strided.py, results_2026-12-01/session8/
+#: sweep_softmax_strided*.txt, GPU time): whole columns with BLOCK_P >= 32 and 32 elements per thread
+#: (forward; 64 in the backward, which holds y and dy) are the best config or within 3% of it at every
+#: shape swept. Forward bf16, us: (64, 512, 1024) dim=1 94.2 -> 52.1, (512, 64, 1024) 160.0 -> 50.4,
+#: (16, 128, 4096) 25.5 -> 13.2; backward 70.4 -> 60.9, 97.0 -> 50.8, 18.4 -> 15.4. The previous
+#: heuristic gave these tiles 16-32 warps (8-16 elements per thread), which starved the bf16 forward
+#: (31-34% of copy; fp32 was not hurt).
+STRIDED_SINGLE_TILE = 32768
+STRIDED_TILE = 4096
+STRIDED_PER_THREAD = 32
+STRIDED_TILE_BWD = 8192
+STRIDED_PER_THREAD_BWD = 64
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -140,13 +153,6 @@ def _split(shape: tuple[int, ...], strides: tuple[int, ...], d: int):
     return math.prod(shape[:d]), shape[d], math.prod(shape[d + 1:]), so, strides[d], si
 
 
-@functools.lru_cache(maxsize=None)
-def _sm_count(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return 4
-
-
 @functools.lru_cache(maxsize=4096)
 def _rows_config(n_cols: int, n_rows: int, elt: int, sms: int, consts: tuple) -> tuple[bool, int, int, int]:
     """(looped, ROWS, BLOCK_N, num_warps) for the row kernels. Cached per (width, row-count, dtype)."""
@@ -166,14 +172,15 @@ def _rows_config(n_cols: int, n_rows: int, elt: int, sms: int, consts: tuple) ->
 
 @functools.lru_cache(maxsize=4096)
 def _strided_config(R: int, P: int, elt: int, consts: tuple) -> tuple[bool, int, int, int]:
-    """(looped, BLOCK_R, BLOCK_P, num_warps) for the strided kernels."""
-    single_tile, tile, loop_bytes = consts
+    """(looped, BLOCK_R, BLOCK_P, num_warps) for the strided kernels. ``consts``: (largest one-pass tile,
+    target tile, fp32 elements per thread, bytes per chunk of the looped kernel)."""
+    single_tile, tile, per_thread, loop_bytes = consts
     p2 = next_power_of_2(P)
-    p_min = min(p2, max(16, 64 // elt))  # >= 64 bytes of a row of P per load when P allows
+    p_min = min(p2, 32)  # >= 32 columns: >= 64 contiguous bytes of each row of P per load in 16 bits
     r2 = next_power_of_2(R)
     if r2 * p_min <= single_tile:
-        block_p = min(p2, max(p_min, tile // r2))
-        return False, r2, block_p, min(32, max(4, r2 * block_p // 512))
+        block_p = min(p2, max(p_min, tile // r2), max(p_min, single_tile // r2))
+        return False, r2, block_p, clamp(r2 * block_p // (32 * per_thread), 4, 32)
     block_p = min(p2, max(p_min, 64))
     block_r = max(1, next_power_of_2(max(1, loop_bytes // elt)) // block_p)
     return True, block_r, block_p, min(16, max(4, block_r * block_p // 512))
@@ -192,9 +199,9 @@ class K:
     softmax_bwd_rows_looped_kernel = FastKernel(_k.softmax_bwd_rows_looped_kernel)
     softmax_bwd_strided_kernel = FastKernel(_k.softmax_bwd_strided_kernel)
 
-def _heuristics() -> tuple[int, int, int, int, int]:
+def _heuristics() -> tuple[int, int, int, int, int, int]:
     """The forward's launch heuristics (module constants, read per call)."""
-    return MAX_SINGLE_N, ROWS_TILE, LOOP_BLOCK_BYTES, STRIDED_SINGLE_TILE, STRIDED_TILE
+    return MAX_SINGLE_N, ROWS_TILE, LOOP_BLOCK_BYTES, STRIDED_SINGLE_TILE, STRIDED_TILE, STRIDED_PER_THREAD
 
 
 @functools.lru_cache(maxsize=4096)
@@ -204,7 +211,7 @@ def _fwd_plan(shape: tuple[int, ...], strides: tuple[int, ...], d: int, x_dtype:
     dims do not merge (the caller makes x contiguous). Cached: the Python planning and the launch's
     argument key are paid once per distinct call shape, not per call. ``consts`` is
     :func:`_heuristics` (part of the key, so tests that change the module constants take effect)."""
-    max_single, rows_tile, loop_bytes, strided_single, strided_tile = consts
+    max_single, rows_tile, loop_bytes, strided_single, strided_tile, per_thread = consts
     plan = _split(shape, strides, d)
     if plan is None:
         return None
@@ -214,7 +221,7 @@ def _fwd_plan(shape: tuple[int, ...], strides: tuple[int, ...], d: int, x_dtype:
     soft = interpreting()
     dev = device.index if device.type == "cuda" else None
     if inner == 1 and (sr == 1 or R == 1):
-        looped, rows, block_n, nw = _rows_config(R, outer, elt, _sm_count(device),
+        looped, rows, block_n, nw = _rows_config(R, outer, elt, num_sms(device),
                                                  (max_single, rows_tile, loop_bytes))
         if looped:
             return BoundLaunch(K.softmax_fwd_rows_looped_kernel, (outer,), (R, so, R),
@@ -227,7 +234,8 @@ def _fwd_plan(shape: tuple[int, ...], strides: tuple[int, ...], d: int, x_dtype:
     else:
         G, P, sx = outer, inner, (so, sr, si)
         sy = (R * inner, inner, 1)
-    looped, block_r, block_p, nw = _strided_config(R, P, elt, (strided_single, strided_tile, loop_bytes))
+    looped, block_r, block_p, nw = _strided_config(R, P, elt, (strided_single, strided_tile, per_thread,
+                                                               loop_bytes))
     n_pb = cdiv(P, block_p)
     return BoundLaunch(K.softmax_fwd_strided_kernel, (G * n_pb,), (R, P, n_pb, *sx, *sy),
                        dict(BLOCK_R=block_r, BLOCK_P=block_p, LOOPED=looped,
@@ -253,10 +261,10 @@ def _forward(x: Tensor, d: int, out_dtype: torch.dtype) -> Tensor:
     return y
 
 
-def _bwd_heuristics() -> tuple[int, int, int, int, int, int, int]:
+def _bwd_heuristics() -> tuple[int, int, int, int, int, int, int, int]:
     """The backward's launch heuristics (module constants, read per call)."""
-    return (MAX_SINGLE_N_BWD, ROWS_TILE_BWD, LOOP_BLOCK_BYTES, STRIDED_SINGLE_TILE, STRIDED_TILE,
-            LOOP_BLOCK_BYTES_BWD, LOOP_WARPS_BWD)
+    return (MAX_SINGLE_N_BWD, ROWS_TILE_BWD, LOOP_BLOCK_BYTES, STRIDED_SINGLE_TILE, STRIDED_TILE_BWD,
+            STRIDED_PER_THREAD_BWD, LOOP_BLOCK_BYTES_BWD, LOOP_WARPS_BWD)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -265,7 +273,8 @@ def _bwd_plan(shape: tuple[int, ...], dy_strides: tuple[int, ...], d: int, y_dty
     """The backward launch for this shape, dy layout and dtypes (y and dx contiguous), taking (y, dy, dx),
     or None when dy's leading/trailing dims do not merge (the caller makes dy contiguous). Cached like
     :func:`_fwd_plan`; ``consts`` is :func:`_bwd_heuristics`."""
-    max_single, rows_tile, loop_bytes, strided_single, strided_tile, rows_loop_bytes, rows_loop_warps = consts
+    (max_single, rows_tile, loop_bytes, strided_single, strided_tile, per_thread, rows_loop_bytes,
+     rows_loop_warps) = consts
     plan = _split(shape, dy_strides, d)
     if plan is None:
         return None
@@ -274,7 +283,7 @@ def _bwd_plan(shape: tuple[int, ...], dy_strides: tuple[int, ...], d: int, y_dty
     soft = interpreting()
     dev = device.index if device.type == "cuda" else None
     if inner == 1:
-        looped, rows, block_n, nw = _rows_config(R, outer, elt, _sm_count(device),
+        looped, rows, block_n, nw = _rows_config(R, outer, elt, num_sms(device),
                                                  (max_single, rows_tile, rows_loop_bytes))
         unit = dsr == 1 or R == 1
         if looped:
@@ -282,7 +291,8 @@ def _bwd_plan(shape: tuple[int, ...], dy_strides: tuple[int, ...], d: int, y_dty
                                dict(BLOCK_N=block_n, DY_COL_UNIT=unit, SOFT_BF16=soft), rows_loop_warps, device=dev)
         return BoundLaunch(K.softmax_bwd_rows_kernel, (cdiv(outer, rows),), (outer, R, R, dso, dsr),
                            dict(ROWS=rows, BLOCK_N=block_n, DY_COL_UNIT=unit, SOFT_BF16=soft), nw, device=dev)
-    looped, block_r, block_p, nw = _strided_config(R, inner, elt, (strided_single, strided_tile, loop_bytes))
+    looped, block_r, block_p, nw = _strided_config(R, inner, elt, (strided_single, strided_tile, per_thread,
+                                                                   loop_bytes))
     n_pb = cdiv(inner, block_p)
     return BoundLaunch(K.softmax_bwd_strided_kernel, (outer * n_pb,),
                        (R, inner, n_pb, R * inner, inner, 1, dso, dsr, dsi),

@@ -1,0 +1,133 @@
+"""Launch configs of the strided softmax forward (softmax over a dim that is not the last, e.g. dim=1 of
+(B, R, C)): whole-column tiles [R, BLOCK_P] in one pass, and the looped kernel (online max/sum over
+[BLOCK_R, BLOCK_P] chunks, then a second sweep) at several chunk shapes. Each config is checked against
+float64 first; GPU time from CUDA graph replays over rotating inputs (> 2x L2); % of the measured copy.
+
+    python benchmarks/sweep_softmax_strided.py
+"""
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from bench_gpu_time import L2_BYTES, copy_gbs, graph_ms
+from tritonpatch.ops import softmax as sm_op
+from tritonpatch.ops.common import cdiv
+
+SHAPES = [((64, 512, 1024), 1), ((8, 4096, 1024), 1), ((16, 128, 4096), 1), ((512, 64, 1024), 1)]
+
+
+def launch(x, y, bounds, block_r, block_p, looped, warps):
+    G, R, P = bounds
+    n_pb = cdiv(P, block_p)
+    sm_op.K.softmax_fwd_strided_kernel[(G * n_pb,)](
+        x, y, R, P, n_pb, R * P, P, 1, R * P, P, 1,
+        BLOCK_R=block_r, BLOCK_P=block_p, LOOPED=looped, X_R_UNIT=False, X_P_UNIT=True, Y_R_UNIT=False,
+        Y_P_UNIT=True, ROUND=False, SOFT_BF16=False, num_warps=warps)
+    return y
+
+
+def launch_bwd(y, dy, dx, bounds, block_r, block_p, looped, warps):
+    G, R, P = bounds
+    n_pb = cdiv(P, block_p)
+    sm_op.K.softmax_bwd_strided_kernel[(G * n_pb,)](
+        y, dy, dx, R, P, n_pb, R * P, P, 1, R * P, P, 1,
+        BLOCK_R=block_r, BLOCK_P=block_p, LOOPED=looped, O_R_UNIT=False, O_P_UNIT=True, D_R_UNIT=False,
+        D_P_UNIT=True, SOFT_BF16=False, num_warps=warps)
+    return dx
+
+
+def candidates(R: int, per_thread: int) -> list[tuple]:
+    """Whole-column tiles (at most ``per_thread`` elements per thread) and looped chunks."""
+    cands = []
+    r2 = 1 << (R - 1).bit_length()
+    for bp, w in itertools.product((16, 32, 64, 128), (4, 8, 16, 32)):
+        if r2 * bp // (32 * w) <= per_thread and r2 * bp <= 65536:
+            cands.append((r2, bp, False, w))
+    for br, bp, w in itertools.product((4, 8, 16, 32, 64), (32, 64, 128, 256), (4, 8)):
+        if br * bp // (32 * w) <= per_thread // 2 and br < r2:
+            cands.append((br, bp, True, w))
+    return cands
+
+
+def backward(ceil: float) -> None:
+    """The same sweep for the strided backward, dx = y * (dy - sum(y * dy)), y/dy/dx contiguous."""
+    for dtype in (torch.bfloat16, torch.float32):
+        for shape, d in SHAPES:
+            G, R, P = shape
+            numel = G * R * P
+            es = torch.tensor([], dtype=dtype).element_size()
+            nsets = max(2, min(8, -(-2 * L2_BYTES // (2 * numel * es))))
+            sets = []
+            for _ in range(nsets):
+                y = torch.softmax(torch.randn(shape, device="cuda") * 3, d).to(dtype)
+                sets.append(dict(y=y, dy=torch.randn(shape, device="cuda").to(dtype), dx=torch.empty_like(y)))
+            y64, dy64 = sets[0]["y"].double(), sets[0]["dy"].double()
+            ref = y64 * (dy64 - (y64 * dy64).sum(d, keepdim=True))
+            shipped = graph_ms(lambda s: sm_op._backward(s["y"], s["dy"], d, dtype), sets) * 1e3
+            t_torch = graph_ms(lambda s: torch._softmax_backward_data(s["dy"], s["y"], d, dtype), sets) * 1e3
+            bytes_ = 3 * numel * es
+            pct = lambda t: bytes_ / t / 1e3 / ceil * 100  # noqa: E731
+            print(f"bwd {str(dtype)[6:]} {shape} dim={d}: torch {t_torch:7.1f} us, shipped {shipped:7.1f} us "
+                  f"({pct(shipped):4.1f}% of copy)", flush=True)
+            res = []
+            for c in candidates(R, 64):
+                dx = launch_bwd(sets[0]["y"], sets[0]["dy"], torch.full_like(sets[0]["dx"], float("nan")), shape, *c)
+                err = ((dx.double() - ref).norm() / ref.norm()).item()
+                if not err < (1e-5 if dtype == torch.float32 else 8e-3):
+                    print(f"  {c}: WRONG rel err {err:.2e}")
+                    continue
+                t = graph_ms(lambda s, c=c: launch_bwd(s["y"], s["dy"], s["dx"], shape, *c), sets) * 1e3
+                res.append((t, c))
+            res.sort()
+            for t, c in res[:6]:
+                print(f"  (BLOCK_R, BLOCK_P, looped, warps) {c}: {t:7.1f} us ({pct(t):4.1f}% of copy, "
+                      f"{shipped / t:4.2f}x shipped)", flush=True)
+            del sets
+
+
+def main() -> None:
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--backward", action="store_true", help="also sweep the backward kernel")
+    ap.add_argument("--backward-only", action="store_true", help="shipped forward only, then the backward sweep")
+    args = ap.parse_args()
+    ceil = copy_gbs()
+    print(f"# {torch.cuda.get_device_name()}, copy ceiling {ceil:.0f} GB/s; GPU us per call (CUDA graphs)")
+    for dtype in (torch.bfloat16, torch.float32):
+        for shape, d in SHAPES:
+            G, R, P = shape
+            numel = G * R * P
+            es = torch.tensor([], dtype=dtype).element_size()
+            nsets = max(2, min(8, -(-2 * L2_BYTES // (numel * es))))
+            sets = [dict(x=(torch.randn(shape, device="cuda") * 3).to(dtype)) for _ in range(nsets)]
+            for s in sets:
+                s["y"] = torch.empty_like(s["x"])
+            ref = torch.softmax(sets[0]["x"].double(), d)
+            shipped = graph_ms(lambda s: sm_op.softmax(s["x"], d), sets) * 1e3
+            t_torch = graph_ms(lambda s: torch.softmax(s["x"], d), sets) * 1e3
+            bytes_ = 2 * numel * es
+            pct = lambda t: bytes_ / t / 1e3 / ceil * 100  # noqa: E731
+            print(f"{str(dtype)[6:]} {shape} dim={d}: torch {t_torch:7.1f} us, shipped {shipped:7.1f} us "
+                  f"({pct(shipped):4.1f}% of copy)", flush=True)
+            res = []
+            for c in ([] if args.backward_only else candidates(R, 64)):
+                y = launch(sets[0]["x"], torch.full_like(sets[0]["y"], float("nan")), shape, *c)
+                err = ((y.double() - ref).norm() / ref.norm()).item()
+                if not err < (1e-6 if dtype == torch.float32 else 4e-3):
+                    print(f"  {c}: WRONG rel err {err:.2e}")
+                    continue
+                t = graph_ms(lambda s, c=c: launch(s["x"], s["y"], shape, *c), sets) * 1e3
+                res.append((t, c))
+            res.sort()
+            for t, c in res[:6]:
+                print(f"  (BLOCK_R, BLOCK_P, looped, warps) {c}: {t:7.1f} us ({pct(t):4.1f}% of copy, "
+                      f"{shipped / t:4.2f}x shipped)", flush=True)
+            del sets
+    if args.backward or args.backward_only:
+        backward(ceil)
+
+
+if __name__ == "__main__":
+    main()
