@@ -87,13 +87,90 @@ def backward(ceil: float) -> None:
             del sets
 
 
+def launch_split(x, y, bounds, block_r, block_p, warps):
+    """The split-R forward: stats pass, then apply pass (fp32 partials (G, chunks, P))."""
+    G, R, P = bounds
+    n_pb = cdiv(P, block_p)
+    n_c = cdiv(R, block_r)
+    m = torch.empty((G, n_c, P), device=x.device, dtype=torch.float32)
+    s = torch.empty_like(m)
+    sm_op.K.softmax_fwd_strided_stats_kernel[(G * n_pb, n_c)](
+        x, y, m, s, R, P, n_pb, n_c, R * P, P, 1, BLOCK_R=block_r, BLOCK_P=block_p, X_R_UNIT=False,
+        X_P_UNIT=True, ROUND=False, SOFT_BF16=False, num_warps=warps)
+    sm_op.K.softmax_fwd_strided_apply_kernel[(G * n_pb, n_c)](
+        x, y, m, s, R, P, n_pb, n_c, R * P, P, 1, R * P, P, 1, BLOCK_R=block_r, BLOCK_P=block_p,
+        BLOCK_C=max(2, 1 << (n_c - 1).bit_length()), X_R_UNIT=False, X_P_UNIT=True, Y_R_UNIT=False,
+        Y_P_UNIT=True, ROUND=False, SOFT_BF16=False, num_warps=warps)
+    return y
+
+
+def split(ceil: float) -> None:
+    """The split-R forward at long reduced axes, over chunk shapes, against the shipped op."""
+    shapes = [(8, 4096, 1024), (4, 8192, 512), (8, 2048, 1024), (1, 16384, 1024), (64, 512, 1024)]
+    for dtype in (torch.bfloat16, torch.float32):
+        for shape in shapes:
+            G, R, P = shape
+            numel = G * R * P
+            es = torch.tensor([], dtype=dtype).element_size()
+            nsets = max(2, min(8, -(-2 * L2_BYTES // (numel * es))))
+            sets = [dict(x=(torch.randn(shape, device="cuda") * 3).to(dtype)) for _ in range(nsets)]
+            for s in sets:
+                s["y"] = torch.empty_like(s["x"])
+            ref = torch.softmax(sets[0]["x"].double(), 1)
+            shipped = graph_ms(lambda s: sm_op.softmax(s["x"], 1), sets) * 1e3
+            bytes_ = 2 * numel * es
+            pct = lambda t: bytes_ / t / 1e3 / ceil * 100  # noqa: E731
+            print(f"split {str(dtype)[6:]} {shape} dim=1: shipped {shipped:7.1f} us ({pct(shipped):4.1f}% of copy)",
+                  flush=True)
+            res = []
+            for c in itertools.product((64, 128, 256, 512), (16, 32, 64), (4, 8)):
+                if c[0] * c[1] > 16384 or cdiv(R, c[0]) > 256:
+                    continue
+                y = launch_split(sets[0]["x"], torch.full_like(sets[0]["y"], float("nan")), shape, *c)
+                err = ((y.double() - ref).norm() / ref.norm()).item()
+                if not err < (1e-6 if dtype == torch.float32 else 4e-3):
+                    print(f"  {c}: WRONG rel err {err:.2e}")
+                    continue
+                t = graph_ms(lambda s, c=c: launch_split(s["x"], s["y"], shape, *c), sets) * 1e3
+                res.append((t, c))
+            res.sort()
+            for t, c in res[:5]:
+                print(f"  (BLOCK_R, BLOCK_P, warps) {c}: {t:7.1f} us ({pct(t):4.1f}% of copy, "
+                      f"{shipped / t:4.2f}x shipped)", flush=True)
+            del sets
+
+
+def shipped_only(ceil: float) -> None:
+    """The shipped forward (whatever path the op picks) at every swept shape, against torch eager."""
+    shapes = sorted({s for s, _ in SHAPES} | {(8, 4096, 1024), (4, 8192, 512), (8, 2048, 1024), (1, 16384, 1024)})
+    for dtype in (torch.bfloat16, torch.float32):
+        for shape in shapes:
+            numel = shape[0] * shape[1] * shape[2]
+            es = torch.tensor([], dtype=dtype).element_size()
+            sets = [dict(x=(torch.randn(shape, device="cuda") * 3).to(dtype))
+                    for _ in range(max(2, min(8, -(-2 * L2_BYTES // (numel * es)))))]
+            y, ref = sm_op.softmax(sets[0]["x"], 1), torch.softmax(sets[0]["x"].double(), 1)
+            err = ((y.double() - ref).norm() / ref.norm()).item()
+            t = graph_ms(lambda s: sm_op.softmax(s["x"], 1), sets) * 1e3
+            t_torch = graph_ms(lambda s: torch.softmax(s["x"], 1), sets) * 1e3
+            print(f"{str(dtype)[6:]} {shape} dim=1: shipped {t:7.1f} us ({2 * numel * es / t / 1e3 / ceil * 100:4.1f}% "
+                  f"of copy, {t_torch / t:5.2f}x torch), rel err {err:.1e}", flush=True)
+            del sets
+
+
 def main() -> None:
     import argparse
     ap = argparse.ArgumentParser()
     ap.add_argument("--backward", action="store_true", help="also sweep the backward kernel")
     ap.add_argument("--backward-only", action="store_true", help="shipped forward only, then the backward sweep")
+    ap.add_argument("--split", action="store_true", help="only the split-R forward at long reduced axes")
+    ap.add_argument("--shipped", action="store_true", help="only the shipped op's forward, every shape, vs torch")
     args = ap.parse_args()
     ceil = copy_gbs()
+    if args.shipped:
+        return shipped_only(ceil)
+    if args.split:
+        return split(ceil)
     print(f"# {torch.cuda.get_device_name()}, copy ceiling {ceil:.0f} GB/s; GPU us per call (CUDA graphs)")
     for dtype in (torch.bfloat16, torch.float32):
         for shape, d in SHAPES:

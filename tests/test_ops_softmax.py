@@ -28,13 +28,15 @@ pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy inf-i
 
 @pytest.fixture(params=["single", "looped"])
 def path(request, monkeypatch):
-    """'single': default heuristics. 'looped': tiny limits so every shape takes the looped kernels."""
+    """'single': default heuristics. 'looped': tiny limits so every shape takes the looped kernels (the strided
+    forward: its split-R kernels, in 16-element chunks; the looped one has its own test below)."""
     if request.param == "looped":
         monkeypatch.setattr(S, "MAX_SINGLE_N", 8)
         monkeypatch.setattr(S, "MAX_SINGLE_N_BWD", 8)
         monkeypatch.setattr(S, "LOOP_BLOCK_BYTES", 256)
         monkeypatch.setattr(S, "LOOP_BLOCK_BYTES_BWD", 256)
         monkeypatch.setattr(S, "STRIDED_SINGLE_TILE", 32)
+        monkeypatch.setattr(S, "SPLIT_BLOCK_R", 16)  # the split strided forward, several chunks per column
     return request.param
 
 
@@ -125,6 +127,24 @@ def test_every_dim(shape, dim, dtype, device, path):
     x = _rand(shape, dtype, device)
     _check_forward(x, dim)
     _check_backward(x, dim)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fill", ["-inf", "finfo.min"])
+def test_strided_forward_looped_kernel(dtype, fill, device, monkeypatch):
+    """The strided forward's looped kernel (R beyond the split kernels' chunk limit), with fully and half
+    masked columns, +inf, NaN and huge values."""
+    monkeypatch.setattr(S, "STRIDED_SINGLE_TILE", 32)
+    monkeypatch.setattr(S, "LOOP_BLOCK_BYTES", 256)
+    monkeypatch.setattr(S, "SPLIT_MAX_CHUNKS", 0)
+    value = float("-inf") if fill == "-inf" else torch.finfo(dtype).min
+    x = _masked((6, 70), dtype, device, value)
+    x[4, 3] = float("inf")
+    x[5, 9] = float("nan")
+    y = _check_forward(x.t().contiguous(), 0)
+    if fill == "-inf":
+        assert torch.isnan(y[:, 1]).all()
+    _check_forward(_rand((3, 100, 7), dtype, device), 1)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

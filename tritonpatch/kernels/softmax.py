@@ -21,6 +21,11 @@ Three layouts of the same math:
   a softmax over a non-last dim (``P`` = the trailing dims, contiguous) or over a transposed last dim
   (``P`` = the leading dims). ``*_UNIT`` flags say which strides are 1, so the compiler knows which
   axis is contiguous and vectorises the loads/stores along it.
+* ``softmax_fwd_strided_{stats,apply}_kernel``: the strided forward for a long ``R`` split over many
+  programs. Pass 1: each ``[BLOCK_R, BLOCK_P]`` chunk's column max ``m_c`` and ``s_c = sum exp(x - m_c)``
+  into fp32 partials (G, C, P); pass 2: each chunk combines its columns' C partials,
+  ``M = max_c m_c``, ``S = sum_c s_c * exp(m_c - M)``, and writes ``y = exp(x - M) / S``. Every chunk is
+  its own program (the looped kernel has one program per column block, too few when G * P is small).
 
 Masking rules follow torch exactly because the arithmetic is the same: padding lanes load ``-inf``; a
 row whose max is ``-inf`` (fully masked) or ``+inf`` gives NaN everywhere (``exp(-inf - -inf)``), a NaN
@@ -173,6 +178,65 @@ def softmax_fwd_strided_kernel(
             y = tl.exp(x - m_col[None, :]) * inv[None, :]
             tl.store(y_base + _scaled(rr, sy_r, Y_R_UNIT)[:, None],
                      _round(y, y_ptr.dtype.element_ty, SOFT_BF16), mask=mask)
+
+
+@triton.jit
+def softmax_fwd_strided_stats_kernel(
+    x_ptr, y_ptr, m_ptr, s_ptr, R, P, n_pblocks, n_chunks,
+    sx_g, sx_r, sx_p,
+    BLOCK_R: tl.constexpr, BLOCK_P: tl.constexpr, X_R_UNIT: tl.constexpr, X_P_UNIT: tl.constexpr,
+    ROUND: tl.constexpr, SOFT_BF16: tl.constexpr,
+):
+    """Split-R pass 1 over a (G, R, P) view; grid (G * n_pblocks, n_chunks). Chunk c of R, BLOCK_P columns
+    of one g: m[g, c, p] = max over the chunk, s[g, c, p] = sum of exp(x - m) (0 for an all -inf chunk).
+    m, s: (G, n_chunks, P) fp32. y_ptr: only its element type is read (for ROUND)."""
+    pid = tl.program_id(0).to(tl.int64)
+    chunk = tl.program_id(1).to(tl.int64)
+    g = pid // n_pblocks
+    p = (pid % n_pblocks) * BLOCK_P + tl.arange(0, BLOCK_P)
+    r = chunk * BLOCK_R + tl.arange(0, BLOCK_R).to(tl.int64)
+    p_ok = p < P
+    x = _load_f32(x_ptr + g * sx_g + _scaled(p, sx_p, X_P_UNIT)[None, :] + _scaled(r, sx_r, X_R_UNIT)[:, None],
+                  (r < R)[:, None] & p_ok[None, :], y_ptr.dtype.element_ty, ROUND, SOFT_BF16)
+    m = tl.max(x, axis=0)
+    m_ref = tl.where(m == -float("inf"), 0.0, m)
+    s = tl.sum(tl.exp(x - m_ref[None, :]), axis=0)
+    out = (g * n_chunks + chunk) * P + p
+    tl.store(m_ptr + out, m, mask=p_ok)
+    tl.store(s_ptr + out, s, mask=p_ok)
+
+
+@triton.jit
+def softmax_fwd_strided_apply_kernel(
+    x_ptr, y_ptr, m_ptr, s_ptr, R, P, n_pblocks, n_chunks,
+    sx_g, sx_r, sx_p, sy_g, sy_r, sy_p,
+    BLOCK_R: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    X_R_UNIT: tl.constexpr, X_P_UNIT: tl.constexpr, Y_R_UNIT: tl.constexpr, Y_P_UNIT: tl.constexpr,
+    ROUND: tl.constexpr, SOFT_BF16: tl.constexpr,
+):
+    """Split-R pass 2; same grid. Combines the n_chunks (<= BLOCK_C) partials of its columns and writes
+    y = exp(x - M) / S for its chunk. An all -inf or a +inf/NaN column gives NaN, as torch."""
+    pid = tl.program_id(0).to(tl.int64)
+    chunk = tl.program_id(1).to(tl.int64)
+    g = pid // n_pblocks
+    p = (pid % n_pblocks) * BLOCK_P + tl.arange(0, BLOCK_P)
+    p_ok = p < P
+    c = tl.arange(0, BLOCK_C)
+    part = (g * n_chunks + c)[:, None] * P + p[None, :]
+    c_mask = (c < n_chunks)[:, None] & p_ok[None, :]
+    m = tl.load(m_ptr + part, mask=c_mask, other=-float("inf"))
+    s = tl.load(s_ptr + part, mask=c_mask, other=0.0)
+    m_col = tl.max(m, axis=0)
+    # an all -inf chunk has s = 0: its exp(-inf - M) = 0 adds nothing (M finite) or NaN (M = -inf: all
+    # -inf, NaN as torch); padding chunks likewise
+    inv = 1.0 / tl.sum(s * tl.exp(m - m_col[None, :]), axis=0)
+    r = chunk * BLOCK_R + tl.arange(0, BLOCK_R).to(tl.int64)
+    mask = (r < R)[:, None] & p_ok[None, :]
+    x = _load_f32(x_ptr + g * sx_g + _scaled(p, sx_p, X_P_UNIT)[None, :] + _scaled(r, sx_r, X_R_UNIT)[:, None],
+                  mask, y_ptr.dtype.element_ty, ROUND, SOFT_BF16)
+    y = tl.exp(x - m_col[None, :]) * inv[None, :]
+    tl.store(y_ptr + g * sy_g + _scaled(p, sy_p, Y_P_UNIT)[None, :] + _scaled(r, sy_r, Y_R_UNIT)[:, None],
+             _round(y, y_ptr.dtype.element_ty, SOFT_BF16), mask=mask)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from tritonpatch.ops.common import (
     dtype_reason,
     interpreting,
     launcher,
+    new_output,
     new_output_like,
     next_power_of_2,
     num_sms,
@@ -90,6 +91,17 @@ STRIDED_TILE = 4096
 STRIDED_PER_THREAD = 32
 STRIDED_TILE_BWD = 8192
 STRIDED_PER_THREAD_BWD = 64
+#: Strided forward with an R too long for one pass: split R into chunks of SPLIT_BLOCK_R, each its own
+#: program (stats, then apply: two kernels), for up to SPLIT_MAX_CHUNKS chunks; longer R loops in one
+#: program per column block. Swept on the H200, 2026-12-01 (benchmarks/sweep_softmax_strided.py --split,
+#: results_2026-12-01/session8/sweep_softmax_split.txt, GPU time): [256, 32] chunks at 4 warps were the
+#: best or within 2% of the best of 24 configs at every shape, against the looped kernel bf16 (8, 4096,
+#: 1024) dim=1 92.0 -> 70.4 us, (4, 8192, 512) 137.8 -> 36.9 us, (1, 16384, 1024) 264.6 -> 36.7 us, fp32
+#: 1.35-7.9x; at R = 512 the one-pass tile stays faster (52.8 vs 68.0 us).
+SPLIT_BLOCK_R = 256
+SPLIT_BLOCK_P = 32
+SPLIT_WARPS = 4
+SPLIT_MAX_CHUNKS = 128
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -195,13 +207,32 @@ class K:
     softmax_fwd_rows_kernel = FastKernel(_k.softmax_fwd_rows_kernel)
     softmax_fwd_rows_looped_kernel = FastKernel(_k.softmax_fwd_rows_looped_kernel)
     softmax_fwd_strided_kernel = FastKernel(_k.softmax_fwd_strided_kernel)
+    softmax_fwd_strided_stats_kernel = FastKernel(_k.softmax_fwd_strided_stats_kernel)
+    softmax_fwd_strided_apply_kernel = FastKernel(_k.softmax_fwd_strided_apply_kernel)
     softmax_bwd_rows_kernel = FastKernel(_k.softmax_bwd_rows_kernel)
     softmax_bwd_rows_looped_kernel = FastKernel(_k.softmax_bwd_rows_looped_kernel)
     softmax_bwd_strided_kernel = FastKernel(_k.softmax_bwd_strided_kernel)
 
-def _heuristics() -> tuple[int, int, int, int, int, int]:
+def _heuristics() -> tuple[int, ...]:
     """The forward's launch heuristics (module constants, read per call)."""
-    return MAX_SINGLE_N, ROWS_TILE, LOOP_BLOCK_BYTES, STRIDED_SINGLE_TILE, STRIDED_TILE, STRIDED_PER_THREAD
+    return (MAX_SINGLE_N, ROWS_TILE, LOOP_BLOCK_BYTES, STRIDED_SINGLE_TILE, STRIDED_TILE, STRIDED_PER_THREAD,
+            SPLIT_BLOCK_R, SPLIT_MAX_CHUNKS)
+
+
+class _SplitLaunch:
+    """The split-R strided forward (see :data:`SPLIT_BLOCK_R`): fp32 partials (G, chunks, P) for max and sum,
+    then the stats and apply kernels; called as ``launch(x, y)`` like a :class:`BoundLaunch`."""
+
+    __slots__ = ("stats", "apply", "partials")
+
+    def __init__(self, stats: BoundLaunch, apply: BoundLaunch, partials: tuple[int, int, int]) -> None:
+        self.stats, self.apply, self.partials = stats, apply, partials
+
+    def __call__(self, x: Tensor, y: Tensor) -> None:
+        m = new_output(self.partials, torch.float32, x.device)
+        s = new_output(self.partials, torch.float32, x.device)
+        self.stats(x, y, m, s)
+        self.apply(x, y, m, s)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -211,7 +242,7 @@ def _fwd_plan(shape: tuple[int, ...], strides: tuple[int, ...], d: int, x_dtype:
     dims do not merge (the caller makes x contiguous). Cached: the Python planning and the launch's
     argument key are paid once per distinct call shape, not per call. ``consts`` is
     :func:`_heuristics` (part of the key, so tests that change the module constants take effect)."""
-    max_single, rows_tile, loop_bytes, strided_single, strided_tile, per_thread = consts
+    max_single, rows_tile, loop_bytes, strided_single, strided_tile, per_thread, split_r, split_max = consts
     plan = _split(shape, strides, d)
     if plan is None:
         return None
@@ -236,6 +267,19 @@ def _fwd_plan(shape: tuple[int, ...], strides: tuple[int, ...], d: int, x_dtype:
         sy = (R * inner, inner, 1)
     looped, block_r, block_p, nw = _strided_config(R, P, elt, (strided_single, strided_tile, per_thread,
                                                                loop_bytes))
+    units = dict(X_R_UNIT=sx[1] == 1, X_P_UNIT=sx[2] == 1)
+    chunks = cdiv(R, split_r)
+    if looped and chunks <= split_max:
+        block_p = min(next_power_of_2(P), SPLIT_BLOCK_P)
+        n_pb = cdiv(P, block_p)
+        grid, args = (G * n_pb, chunks), (R, P, n_pb, chunks)
+        flags = dict(BLOCK_R=split_r, BLOCK_P=block_p, **units, ROUND=rnd, SOFT_BF16=soft)
+        return _SplitLaunch(
+            BoundLaunch(K.softmax_fwd_strided_stats_kernel, grid, (*args, *sx), flags, SPLIT_WARPS, device=dev),
+            BoundLaunch(K.softmax_fwd_strided_apply_kernel, grid, (*args, *sx, *sy),
+                        dict(flags, BLOCK_C=max(2, next_power_of_2(chunks)), Y_R_UNIT=sy[1] == 1,
+                             Y_P_UNIT=sy[2] == 1), SPLIT_WARPS, device=dev),
+            (G, chunks, P))
     n_pb = cdiv(P, block_p)
     return BoundLaunch(K.softmax_fwd_strided_kernel, (G * n_pb,), (R, P, n_pb, *sx, *sy),
                        dict(BLOCK_R=block_r, BLOCK_P=block_p, LOOPED=looped,
