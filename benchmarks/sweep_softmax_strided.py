@@ -28,6 +28,37 @@ def launch(x, y, bounds, block_r, block_p, looped, warps):
     return y
 
 
+def forward_sets(shape: tuple[int, int, int], dtype: torch.dtype, d: int) -> tuple[list[dict], torch.Tensor, int, int]:
+    """Rotating input sets (x, y) of together > 2x L2, the float64 reference of the first set's softmax over
+    ``d``, elements per set and bytes per element."""
+    numel = shape[0] * shape[1] * shape[2]
+    es = torch.tensor([], dtype=dtype).element_size()
+    sets = [dict(x=(torch.randn(shape, device="cuda") * 3).to(dtype))
+            for _ in range(max(2, min(8, -(-2 * L2_BYTES // (numel * es)))))]
+    for s in sets:
+        s["y"] = torch.empty_like(s["x"])
+    return sets, torch.softmax(sets[0]["x"].double(), d), numel, es
+
+
+def rank(cands: list[tuple], run, timed, ref: torch.Tensor, tol: float) -> list[tuple[float, tuple]]:
+    """Each candidate config: ``run(c)``'s output checked against the float64 ``ref`` (rel err under
+    ``tol``, else reported and dropped), then ``timed(c)`` (us); sorted fastest first."""
+    res = []
+    for c in cands:
+        out = run(c)
+        err = ((out.double() - ref).norm() / ref.norm()).item()
+        if not err < tol:
+            print(f"  {c}: WRONG rel err {err:.2e}")
+            continue
+        res.append((timed(c), c))
+    return sorted(res)
+
+
+def print_top(res: list[tuple[float, tuple]], n: int, fields: str, pct, shipped: float) -> None:
+    for t, c in res[:n]:
+        print(f"  ({fields}) {c}: {t:7.1f} us ({pct(t):4.1f}% of copy, {shipped / t:4.2f}x shipped)", flush=True)
+
+
 def launch_bwd(y, dy, dx, bounds, block_r, block_p, looped, warps):
     G, R, P = bounds
     n_pb = cdiv(P, block_p)
@@ -71,20 +102,13 @@ def backward(ceil: float) -> None:
             pct = lambda t: bytes_ / t / 1e3 / ceil * 100  # noqa: E731
             print(f"bwd {str(dtype)[6:]} {shape} dim={d}: torch {t_torch:7.1f} us, shipped {shipped:7.1f} us "
                   f"({pct(shipped):4.1f}% of copy)", flush=True)
-            res = []
-            for c in candidates(R, 64):
-                dx = launch_bwd(sets[0]["y"], sets[0]["dy"], torch.full_like(sets[0]["dx"], float("nan")), shape, *c)
-                err = ((dx.double() - ref).norm() / ref.norm()).item()
-                if not err < (1e-5 if dtype == torch.float32 else 8e-3):
-                    print(f"  {c}: WRONG rel err {err:.2e}")
-                    continue
-                t = graph_ms(lambda s, c=c: launch_bwd(s["y"], s["dy"], s["dx"], shape, *c), sets) * 1e3
-                res.append((t, c))
-            res.sort()
-            for t, c in res[:6]:
-                print(f"  (BLOCK_R, BLOCK_P, looped, warps) {c}: {t:7.1f} us ({pct(t):4.1f}% of copy, "
-                      f"{shipped / t:4.2f}x shipped)", flush=True)
-            del sets
+            s0 = sets[0]
+            res = rank(candidates(R, 64),
+                       lambda c: launch_bwd(s0["y"], s0["dy"], torch.full_like(s0["dx"], float("nan")), shape, *c),
+                       lambda c: graph_ms(lambda s: launch_bwd(s["y"], s["dy"], s["dx"], shape, *c), sets) * 1e3,
+                       ref, 1e-5 if dtype == torch.float32 else 8e-3)
+            print_top(res, 6, "BLOCK_R, BLOCK_P, looped, warps", pct, shipped)
+            sets = s0 = None  # free before the next shape
 
 
 def launch_split(x, y, bounds, block_r, block_p, warps):
@@ -110,34 +134,21 @@ def split(ceil: float) -> None:
     for dtype in (torch.bfloat16, torch.float32):
         for shape in shapes:
             G, R, P = shape
-            numel = G * R * P
-            es = torch.tensor([], dtype=dtype).element_size()
-            nsets = max(2, min(8, -(-2 * L2_BYTES // (numel * es))))
-            sets = [dict(x=(torch.randn(shape, device="cuda") * 3).to(dtype)) for _ in range(nsets)]
-            for s in sets:
-                s["y"] = torch.empty_like(s["x"])
-            ref = torch.softmax(sets[0]["x"].double(), 1)
+            sets, ref, numel, es = forward_sets(shape, dtype, 1)
             shipped = graph_ms(lambda s: sm_op.softmax(s["x"], 1), sets) * 1e3
             bytes_ = 2 * numel * es
             pct = lambda t: bytes_ / t / 1e3 / ceil * 100  # noqa: E731
             print(f"split {str(dtype)[6:]} {shape} dim=1: shipped {shipped:7.1f} us ({pct(shipped):4.1f}% of copy)",
                   flush=True)
-            res = []
-            for c in itertools.product((64, 128, 256, 512), (16, 32, 64), (4, 8)):
-                if c[0] * c[1] > 16384 or cdiv(R, c[0]) > 256:
-                    continue
-                y = launch_split(sets[0]["x"], torch.full_like(sets[0]["y"], float("nan")), shape, *c)
-                err = ((y.double() - ref).norm() / ref.norm()).item()
-                if not err < (1e-6 if dtype == torch.float32 else 4e-3):
-                    print(f"  {c}: WRONG rel err {err:.2e}")
-                    continue
-                t = graph_ms(lambda s, c=c: launch_split(s["x"], s["y"], shape, *c), sets) * 1e3
-                res.append((t, c))
-            res.sort()
-            for t, c in res[:5]:
-                print(f"  (BLOCK_R, BLOCK_P, warps) {c}: {t:7.1f} us ({pct(t):4.1f}% of copy, "
-                      f"{shipped / t:4.2f}x shipped)", flush=True)
-            del sets
+            s0 = sets[0]
+            cands = [c for c in itertools.product((64, 128, 256, 512), (16, 32, 64), (4, 8))
+                     if c[0] * c[1] <= 16384 and cdiv(R, c[0]) <= 256]
+            res = rank(cands,
+                       lambda c: launch_split(s0["x"], torch.full_like(s0["y"], float("nan")), shape, *c),
+                       lambda c: graph_ms(lambda s: launch_split(s["x"], s["y"], shape, *c), sets) * 1e3,
+                       ref, 1e-6 if dtype == torch.float32 else 4e-3)
+            print_top(res, 5, "BLOCK_R, BLOCK_P, warps", pct, shipped)
+            sets = s0 = None  # free before the next shape
 
 
 def shipped_only(ceil: float) -> None:
@@ -145,17 +156,14 @@ def shipped_only(ceil: float) -> None:
     shapes = sorted({s for s, _ in SHAPES} | {(8, 4096, 1024), (4, 8192, 512), (8, 2048, 1024), (1, 16384, 1024)})
     for dtype in (torch.bfloat16, torch.float32):
         for shape in shapes:
-            numel = shape[0] * shape[1] * shape[2]
-            es = torch.tensor([], dtype=dtype).element_size()
-            sets = [dict(x=(torch.randn(shape, device="cuda") * 3).to(dtype))
-                    for _ in range(max(2, min(8, -(-2 * L2_BYTES // (numel * es)))))]
-            y, ref = sm_op.softmax(sets[0]["x"], 1), torch.softmax(sets[0]["x"].double(), 1)
+            sets, ref, numel, es = forward_sets(shape, dtype, 1)
+            y = sm_op.softmax(sets[0]["x"], 1)
             err = ((y.double() - ref).norm() / ref.norm()).item()
             t = graph_ms(lambda s: sm_op.softmax(s["x"], 1), sets) * 1e3
             t_torch = graph_ms(lambda s: torch.softmax(s["x"], 1), sets) * 1e3
             print(f"{str(dtype)[6:]} {shape} dim=1: shipped {t:7.1f} us ({2 * numel * es / t / 1e3 / ceil * 100:4.1f}% "
                   f"of copy, {t_torch / t:5.2f}x torch), rel err {err:.1e}", flush=True)
-            del sets
+            sets = None  # free before the next shape
 
 
 def main() -> None:
@@ -175,33 +183,20 @@ def main() -> None:
     for dtype in (torch.bfloat16, torch.float32):
         for shape, d in SHAPES:
             G, R, P = shape
-            numel = G * R * P
-            es = torch.tensor([], dtype=dtype).element_size()
-            nsets = max(2, min(8, -(-2 * L2_BYTES // (numel * es))))
-            sets = [dict(x=(torch.randn(shape, device="cuda") * 3).to(dtype)) for _ in range(nsets)]
-            for s in sets:
-                s["y"] = torch.empty_like(s["x"])
-            ref = torch.softmax(sets[0]["x"].double(), d)
+            sets, ref, numel, es = forward_sets(shape, dtype, d)
             shipped = graph_ms(lambda s: sm_op.softmax(s["x"], d), sets) * 1e3
             t_torch = graph_ms(lambda s: torch.softmax(s["x"], d), sets) * 1e3
             bytes_ = 2 * numel * es
             pct = lambda t: bytes_ / t / 1e3 / ceil * 100  # noqa: E731
             print(f"{str(dtype)[6:]} {shape} dim={d}: torch {t_torch:7.1f} us, shipped {shipped:7.1f} us "
                   f"({pct(shipped):4.1f}% of copy)", flush=True)
-            res = []
-            for c in ([] if args.backward_only else candidates(R, 64)):
-                y = launch(sets[0]["x"], torch.full_like(sets[0]["y"], float("nan")), shape, *c)
-                err = ((y.double() - ref).norm() / ref.norm()).item()
-                if not err < (1e-6 if dtype == torch.float32 else 4e-3):
-                    print(f"  {c}: WRONG rel err {err:.2e}")
-                    continue
-                t = graph_ms(lambda s, c=c: launch(s["x"], s["y"], shape, *c), sets) * 1e3
-                res.append((t, c))
-            res.sort()
-            for t, c in res[:6]:
-                print(f"  (BLOCK_R, BLOCK_P, looped, warps) {c}: {t:7.1f} us ({pct(t):4.1f}% of copy, "
-                      f"{shipped / t:4.2f}x shipped)", flush=True)
-            del sets
+            s0 = sets[0]
+            res = rank([] if args.backward_only else candidates(R, 64),
+                       lambda c: launch(s0["x"], torch.full_like(s0["y"], float("nan")), shape, *c),
+                       lambda c: graph_ms(lambda s: launch(s["x"], s["y"], shape, *c), sets) * 1e3,
+                       ref, 1e-6 if dtype == torch.float32 else 4e-3)
+            print_top(res, 6, "BLOCK_R, BLOCK_P, looped, warps", pct, shipped)
+            sets = s0 = None  # free before the next shape
     if args.backward or args.backward_only:
         backward(ceil)
 
