@@ -15,7 +15,10 @@ with ``R = x.shape[dim]``:
   any row stride): row kernels. Rows up to :data:`MAX_SINGLE_N` wide are held in registers, several
   narrow rows per program; wider rows use the looped (online max/sum) kernel, which has no width limit.
 * otherwise (softmax over a non-last dim, over a transposed last dim, channels-last ``dim=1``):
-  the strided kernel reduces along an axis of any stride, each program taking a tile of the other axis.
+  the strided kernel reduces along an axis of any stride, each program taking a tile of the other axis;
+  a reduced axis too long for one tile is split over many programs in the forward (a stats kernel, then
+  an apply kernel: :data:`SPLIT_BLOCK_R`), or, beyond :data:`SPLIT_MAX_CHUNKS` chunks and in the
+  backward, walked by one looping program per tile of the other axis.
 * A copy (``x.contiguous()``) is made only when the dims before ``dim`` (or after it) cannot be merged
   into one strided axis, e.g. a permutation that interleaves them around ``dim``. The output is always
   contiguous, like torch's.
@@ -77,8 +80,9 @@ LOOP_BLOCK_BYTES = 16384
 LOOP_BLOCK_BYTES_BWD = 32768
 LOOP_WARPS_BWD = 32
 #: Strided kernels (softmax over a dim that is not the last, e.g. dim=1 of (B, R, C)): the largest
-#: [BLOCK_R, BLOCK_P] tile reduced in one pass (a longer R takes the looped kernel); the tile targeted per
-#: program and the fp32 elements each thread holds (warps = tile / (32 * that)), forward and backward.
+#: [BLOCK_R, BLOCK_P] tile reduced in one pass (a longer R: the split forward below, or the looped kernels);
+#: the tile targeted per program and the fp32 elements each thread holds (warps = tile / (32 * that)),
+#: forward and backward.
 #: Swept on the H200, 2026-12-01 (benchmarks/sweep_softmax_strided.py, results_2026-12-01/session8/
 #: sweep_softmax_strided*.txt, GPU time): whole columns with BLOCK_P >= 32 and 32 elements per thread
 #: (forward; 64 in the backward, which holds y and dy) are the best config or within 3% of it at every
@@ -282,9 +286,8 @@ def _fwd_plan(shape: tuple[int, ...], strides: tuple[int, ...], d: int, x_dtype:
             (G, chunks, P))
     n_pb = cdiv(P, block_p)
     return BoundLaunch(K.softmax_fwd_strided_kernel, (G * n_pb,), (R, P, n_pb, *sx, *sy),
-                       dict(BLOCK_R=block_r, BLOCK_P=block_p, LOOPED=looped,
-                            X_R_UNIT=sx[1] == 1, X_P_UNIT=sx[2] == 1, Y_R_UNIT=sy[1] == 1, Y_P_UNIT=sy[2] == 1,
-                            ROUND=rnd, SOFT_BF16=soft), nw, device=dev)
+                       dict(BLOCK_R=block_r, BLOCK_P=block_p, LOOPED=looped, **units, Y_R_UNIT=sy[1] == 1,
+                            Y_P_UNIT=sy[2] == 1, ROUND=rnd, SOFT_BF16=soft), nw, device=dev)
 
 
 @launcher
