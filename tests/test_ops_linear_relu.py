@@ -237,6 +237,18 @@ def test_relu_grad_is_threshold_backward(device, dtype, m, n, row_pad):
     assert none is None and torch.equal(g2, g_torch)
 
 
+def test_relu_grad_with_dy_broadcast_over_rows(device):
+    """dy expanded along the rows (row stride 0, unit column stride: e.g. the gradient of a sum over
+    rows) is read as it is, row by row."""
+    y = _rand(37, 50, dtype=torch.float32, device=device)
+    dy = _rand(50, dtype=torch.float32, device=device).expand(37, 50)
+    assert dy.stride() == (0, 1)
+    g, grad_b = op.relu_grad(dy, y, True)
+    g_torch = torch.ops.aten.threshold_backward(dy, y, 0)
+    assert torch.equal(g, g_torch)
+    assert_matches(grad_b, g_torch.double().sum(0), g_torch.sum(0), "grad_b")
+
+
 def test_default_backward_fuses_grad_b(device, monkeypatch):
     """With cuBLAS GEMMs (the default) grad_b comes from relu_grad's fused sum when the bias needs a
     gradient, and torch's own pass runs when it does not (nothing to fuse) or dy is expanded (stride 0)."""
