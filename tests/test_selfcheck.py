@@ -8,8 +8,9 @@ def test_selfcheck_passes_and_prints_a_table(capsys):
     assert selfcheck.main(["check"]) == 0
     out = capsys.readouterr().out
     assert "torch " in out and "triton " in out
-    for op in ("layer_norm", "softmax", "linear_relu"):
-        assert out.count(op) == 3  # fp32, bf16, fp16
+    for op in ("layer_norm", "softmax(dim=1)", "softmax(dim=1, long)", "linear_relu"):
+        assert out.count(op + " ") == 3  # fp32, bf16, fp16
+    assert out.count("softmax") == 9  # last dim, dim=1, a long dim=1
     assert "FAIL" not in out and "all checks passed" in out
 
 

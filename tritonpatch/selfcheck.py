@@ -54,9 +54,12 @@ def _cases(device: str) -> list[tuple[str, torch.dtype, Callable, Callable, tupl
         cases.append(("layer_norm", dtype, lambda x, w, b: layer_norm_op.layer_norm(x, (257,), w, b),
                       lambda x, w, b: F.layer_norm(x, (257,), w, b), (x, w, b),
                       lambda x=x, w=w, b=b: layer_norm_op.unsupported(x, (257,), w, b, 1e-5)))
-        s = torch.randn(8, 33, 129, device=device, dtype=dtype)
-        cases.append(("softmax", dtype, lambda s: softmax_op.softmax(s, -1), lambda s: torch.softmax(s, -1),
-                      (s,), lambda s=s: softmax_op.unsupported(s, -1)))
+        # the row kernel (last dim), the strided kernel (dim=1), and the split strided forward (a long dim=1)
+        for label, shape, d in (("softmax", (8, 33, 129), -1), ("softmax(dim=1)", (4, 300, 33), 1),
+                                ("softmax(dim=1, long)", (2, 1100, 24), 1)):
+            s = torch.randn(*shape, device=device, dtype=dtype)
+            cases.append((label, dtype, lambda s, d=d: softmax_op.softmax(s, d), lambda s, d=d: torch.softmax(s, d),
+                          (s,), lambda s=s, d=d: softmax_op.unsupported(s, d)))
         xl = torch.randn(96, 128, device=device, dtype=dtype)
         wl = (torch.randn(160, 128, device=device) / 128**0.5).to(dtype)
         bl = torch.randn(160, device=device, dtype=dtype)
