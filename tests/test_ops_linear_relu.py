@@ -227,14 +227,12 @@ def test_relu_grad_is_threshold_backward(device, dtype, m, n, row_pad):
     dy[0, -1] = -0.0
     y[0, -1] = 1.0
     g_torch = torch.ops.aten.threshold_backward(dy, y, 0)
-    g, grad_b = op.relu_grad(dy, y, True)
+    g, grad_b = op.relu_grad(dy, y)
     assert g.is_contiguous() and g.dtype == dtype
     assert torch.equal(g, g_torch) and torch.equal(g.signbit(), g_torch.signbit())
     assert g[0, 0] == dy[0, 0]  # a NaN y passes dy, as in torch
     assert grad_b.shape == (n,) and grad_b.dtype == dtype
     assert_matches(grad_b, g_torch.double().sum(0), g_torch.sum(0), "grad_b")
-    g2, none = op.relu_grad(dy, y, False)
-    assert none is None and torch.equal(g2, g_torch)
 
 
 def test_relu_grad_with_dy_broadcast_over_rows(device):
@@ -243,7 +241,7 @@ def test_relu_grad_with_dy_broadcast_over_rows(device):
     y = _rand(37, 50, dtype=torch.float32, device=device)
     dy = _rand(50, dtype=torch.float32, device=device).expand(37, 50)
     assert dy.stride() == (0, 1)
-    g, grad_b = op.relu_grad(dy, y, True)
+    g, grad_b = op.relu_grad(dy, y)
     g_torch = torch.ops.aten.threshold_backward(dy, y, 0)
     assert torch.equal(g, g_torch)
     assert_matches(grad_b, g_torch.double().sum(0), g_torch.sum(0), "grad_b")
@@ -255,7 +253,7 @@ def test_default_backward_fuses_grad_b(device, monkeypatch):
     monkeypatch.setattr(op, "BACKWARD_IMPL", "torch")
     calls = []
     real = op.relu_grad
-    monkeypatch.setattr(op, "relu_grad", lambda *a: calls.append(a[2]) or real(*a))
+    monkeypatch.setattr(op, "relu_grad", lambda *a: calls.append(True) or real(*a))
     x = _leaf(_rand(24, 16, dtype=torch.float32, device=device))
     w = _leaf(_rand(20, 16, dtype=torch.float32, device=device))
     b = _leaf(_rand(20, dtype=torch.float32, device=device))

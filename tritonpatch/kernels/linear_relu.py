@@ -265,13 +265,13 @@ def masked_matmul_kernel(
 def relu_grad_kernel(
     dy_ptr, y_ptr, g_ptr, part_ptr,
     M, N, stride_dy, stride_y, ROWS_PER_PROG,
-    HAS_SUM: tl.constexpr, EVEN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    EVEN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """g = dy * [y > 0] for (M, N) dy and y with unit column stride (row strides given), g contiguous (M, N).
 
     Grid (G, cdiv(N, BLOCK_N)): program (i, j) owns rows [i * ROWS_PER_PROG, (i + 1) * ROWS_PER_PROG)
-    (a multiple of BLOCK_M) of column block j. With HAS_SUM it also writes part[i, c] = sum of g[r, c] over
-    its rows, in fp32 (part is (G, N) fp32). EVEN: M % ROWS_PER_PROG == 0 and N % BLOCK_N == 0 (no masks).
+    (a multiple of BLOCK_M) of column block j, and writes part[i, c] = sum of g[r, c] over its rows, in
+    fp32 (part is (G, N) fp32). EVEN: M % ROWS_PER_PROG == 0 and N % BLOCK_N == 0 (no masks).
     As torch's ``threshold_backward(dy, y, 0)``: g is 0 where y <= 0 and dy elsewhere (a NaN y passes dy).
     """
     pid = tl.program_id(0).to(tl.int64)
@@ -297,7 +297,5 @@ def relu_grad_kernel(
             tl.store(g_ptrs, g.to(g_ptr.dtype.element_ty))
         else:
             tl.store(g_ptrs, g.to(g_ptr.dtype.element_ty), mask=mask)
-        if HAS_SUM:
-            acc += g
-    if HAS_SUM:
-        tl.store(part_ptr + pid * N + cols, tl.sum(acc, axis=0), mask=col_ok)
+        acc += g
+    tl.store(part_ptr + pid * N + cols, tl.sum(acc, axis=0), mask=col_ok)

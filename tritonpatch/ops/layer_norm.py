@@ -239,7 +239,7 @@ def _bwd_plan(m: int, n: int, rs_x: int, rs_dy: int, x_dtype: torch.dtype, dy_dt
     fused, block, rows, warps, per_sm = _bwd_config(n, x_dtype.itemsize)
     n_tiles = cdiv(m, rows)
     dev = device if device >= 0 else None
-    sms = num_sms(torch.device("cuda", device) if device >= 0 else torch.device("cpu"))
+    sms = num_sms(device)
     k = int(need_dw) + int(need_db)
     has_w = w_dtype is not None
     needs = dict(COMPUTE_DX=need_dx, COMPUTE_DW=need_dw, COMPUTE_DB=need_db)

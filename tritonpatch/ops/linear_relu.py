@@ -222,35 +222,34 @@ RELU_GRAD_TILE = (32, 128, 4, 4)
 
 
 @functools.lru_cache(maxsize=1024)
-def _relu_grad_plan(m: int, n: int, stride_dy: int, stride_y: int, dtype: torch.dtype, want_sum: bool,
-                    device: int) -> tuple[BoundLaunch, int, BoundLaunch | None]:
-    """(the g pass, rows G of its partial buffer, the partial sum or None) for an (m, n) call, cached."""
+def _relu_grad_plan(m: int, n: int, stride_dy: int, stride_y: int, dtype: torch.dtype,
+                    device: int) -> tuple[BoundLaunch, int, BoundLaunch]:
+    """(the g pass, rows G of its partial buffer, the partial sum) for an (m, n) call, cached."""
     block_m, block_n, warps, per_sm = RELU_GRAD_TILE
     dev = device if device >= 0 else None
     col_blocks = common.cdiv(n, block_n)
     tiles = common.cdiv(m, block_m)
-    sms = common.num_sms(torch.device("cuda", device) if device >= 0 else torch.device("cpu"))
-    g = common.clamp(sms * per_sm // col_blocks, 1, tiles)
+    g = common.clamp(common.num_sms(device) * per_sm // col_blocks, 1, tiles)
     rows_per_prog = common.cdiv(tiles, g) * block_m
     g = common.cdiv(m, rows_per_prog)
     even = m % rows_per_prog == 0 and n % block_n == 0
     main = BoundLaunch(relu_grad_kernel, (g, col_blocks), (m, n, stride_dy, stride_y, rows_per_prog),
-                       dict(HAS_SUM=want_sum, EVEN=even, BLOCK_M=block_m, BLOCK_N=block_n), warps, device=dev)
-    return main, g, (column_sums_launch(g, n, 1, dev) if want_sum else None)
+                       dict(EVEN=even, BLOCK_M=block_m, BLOCK_N=block_n), warps, device=dev)
+    return main, g, column_sums_launch(g, n, 1, dev)
 
 
 @common.launcher
-def relu_grad(dy: Tensor, y: Tensor, want_sum: bool) -> tuple[Tensor, Tensor | None]:
+def relu_grad(dy: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     """``g = dy * [y > 0]`` (M, N) contiguous, as torch's ``threshold_backward(dy, y, 0)`` bit for bit, and
-    with ``want_sum`` its column sums ``grad_b = g.sum(0)`` (N,) in dy's dtype, accumulated in fp32 in a
-    fixed order (deterministic), in the same pass. dy, y: (M, N), M, N > 0, unit column stride."""
+    its column sums ``grad_b = g.sum(0)`` (N,) in dy's dtype, accumulated in fp32 in a fixed order
+    (deterministic), in the same pass. dy, y: (M, N), M, N > 0, unit column stride.
+
+    Without a bias gradient there is nothing to fuse: torch's ``threshold_backward`` alone runs at 91-102%
+    of copy (``results_2026-12-01/session8/sweep_relu_grad.txt``, H200), so callers use it then."""
     m, n = dy.shape
     g = common.new_output((m, n), dy.dtype, dy.device)
     main, rows, reduce = _relu_grad_plan(m, n, dy.stride(0) if m > 1 else n, y.stride(0) if m > 1 else n,
-                                         dy.dtype, want_sum, dy.get_device())
-    if reduce is None:
-        main(dy, y, g, g)
-        return g, None
+                                         dy.dtype, dy.get_device())
     part = common.new_output((rows, n), torch.float32, dy.device)
     grad_b = common.new_output((n,), dy.dtype, dy.device)
     main(dy, y, g, part)
@@ -262,7 +261,7 @@ def _backward_cublas(dy: Tensor, y: Tensor, x2: Tensor, weight: Tensor, need_x: 
                      need_b: bool) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     """cuBLAS GEMMs on g from :func:`relu_grad` (grad_b summed in the same pass). dy, y: unit column stride."""
     if need_b:
-        g, grad_b = relu_grad(dy, y, True)
+        g, grad_b = relu_grad(dy, y)
     else:  # no sum to fuse: torch's own pass
         g, grad_b = torch.ops.aten.threshold_backward(dy, y, 0), None
     grad_x = torch.mm(g, weight) if need_x else None
@@ -288,8 +287,8 @@ def _backward_triton(dy: Tensor, y: Tensor, x2: Tensor, weight: Tensor, need_x: 
         grad_x, _ = _masked_matmul(dy, y, weight, False)                 # (M, N) @ (N, K)
     if need_w:
         grad_w, grad_b = _masked_matmul(dy.t(), y.t(), x2, need_b)       # (N, M) @ (M, K)
-    elif need_b:
-        grad_b = torch.ops.aten.threshold_backward(dy, y, 0).sum(0)
+    elif need_b:  # dy and y have unit column stride here (see _LinearReLU.backward)
+        grad_b = relu_grad(dy, y)[1]
     return grad_x, grad_w, grad_b
 
 
