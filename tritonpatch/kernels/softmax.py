@@ -181,6 +181,24 @@ def softmax_fwd_strided_kernel(
 
 
 @triton.jit
+def _split_chunk(x_ptr, y_ptr, R, P, n_pblocks, sx_g, sx_r, sx_p, BLOCK_R: tl.constexpr, BLOCK_P: tl.constexpr,
+                 X_R_UNIT: tl.constexpr, X_P_UNIT: tl.constexpr, ROUND: tl.constexpr, SOFT_BF16: tl.constexpr):
+    """The split-R kernels' program -> (g, chunk, p, p_ok, r, mask, x): program (g * n_pblocks + column
+    block, chunk) of a (G, R, P) view; x the [BLOCK_R, BLOCK_P] tile of rows r and columns p as fp32, -inf
+    where ``mask`` is off."""
+    pid = tl.program_id(0).to(tl.int64)
+    chunk = tl.program_id(1).to(tl.int64)
+    g = pid // n_pblocks
+    p = (pid % n_pblocks) * BLOCK_P + tl.arange(0, BLOCK_P)
+    p_ok = p < P
+    r = chunk * BLOCK_R + tl.arange(0, BLOCK_R).to(tl.int64)
+    mask = (r < R)[:, None] & p_ok[None, :]
+    x = _load_f32(x_ptr + g * sx_g + _scaled(p, sx_p, X_P_UNIT)[None, :] + _scaled(r, sx_r, X_R_UNIT)[:, None],
+                  mask, y_ptr.dtype.element_ty, ROUND, SOFT_BF16)
+    return g, chunk, p, p_ok, r, mask, x
+
+
+@triton.jit
 def softmax_fwd_strided_stats_kernel(
     x_ptr, y_ptr, m_ptr, s_ptr, R, P, n_pblocks, n_chunks,
     sx_g, sx_r, sx_p,
@@ -190,14 +208,8 @@ def softmax_fwd_strided_stats_kernel(
     """Split-R pass 1 over a (G, R, P) view; grid (G * n_pblocks, n_chunks). Chunk c of R, BLOCK_P columns
     of one g: m[g, c, p] = max over the chunk, s[g, c, p] = sum of exp(x - m) (0 for an all -inf chunk).
     m, s: (G, n_chunks, P) fp32. y_ptr: only its element type is read (for ROUND)."""
-    pid = tl.program_id(0).to(tl.int64)
-    chunk = tl.program_id(1).to(tl.int64)
-    g = pid // n_pblocks
-    p = (pid % n_pblocks) * BLOCK_P + tl.arange(0, BLOCK_P)
-    r = chunk * BLOCK_R + tl.arange(0, BLOCK_R).to(tl.int64)
-    p_ok = p < P
-    x = _load_f32(x_ptr + g * sx_g + _scaled(p, sx_p, X_P_UNIT)[None, :] + _scaled(r, sx_r, X_R_UNIT)[:, None],
-                  (r < R)[:, None] & p_ok[None, :], y_ptr.dtype.element_ty, ROUND, SOFT_BF16)
+    g, chunk, p, p_ok, r, mask, x = _split_chunk(x_ptr, y_ptr, R, P, n_pblocks, sx_g, sx_r, sx_p, BLOCK_R, BLOCK_P,
+                                                 X_R_UNIT, X_P_UNIT, ROUND, SOFT_BF16)
     m = tl.max(x, axis=0)
     m_ref = tl.where(m == -float("inf"), 0.0, m)
     s = tl.sum(tl.exp(x - m_ref[None, :]), axis=0)
@@ -216,11 +228,8 @@ def softmax_fwd_strided_apply_kernel(
 ):
     """Split-R pass 2; same grid. Combines the n_chunks (<= BLOCK_C) partials of its columns and writes
     y = exp(x - M) / S for its chunk. An all -inf or a +inf/NaN column gives NaN, as torch."""
-    pid = tl.program_id(0).to(tl.int64)
-    chunk = tl.program_id(1).to(tl.int64)
-    g = pid // n_pblocks
-    p = (pid % n_pblocks) * BLOCK_P + tl.arange(0, BLOCK_P)
-    p_ok = p < P
+    g, chunk, p, p_ok, r, mask, x = _split_chunk(x_ptr, y_ptr, R, P, n_pblocks, sx_g, sx_r, sx_p, BLOCK_R, BLOCK_P,
+                                                 X_R_UNIT, X_P_UNIT, ROUND, SOFT_BF16)
     c = tl.arange(0, BLOCK_C)
     part = (g * n_chunks + c)[:, None] * P + p[None, :]
     c_mask = (c < n_chunks)[:, None] & p_ok[None, :]
@@ -230,10 +239,6 @@ def softmax_fwd_strided_apply_kernel(
     # an all -inf chunk has s = 0: its exp(-inf - M) = 0 adds nothing (M finite) or NaN (M = -inf: all
     # -inf, NaN as torch); padding chunks likewise
     inv = 1.0 / tl.sum(s * tl.exp(m - m_col[None, :]), axis=0)
-    r = chunk * BLOCK_R + tl.arange(0, BLOCK_R).to(tl.int64)
-    mask = (r < R)[:, None] & p_ok[None, :]
-    x = _load_f32(x_ptr + g * sx_g + _scaled(p, sx_p, X_P_UNIT)[None, :] + _scaled(r, sx_r, X_R_UNIT)[:, None],
-                  mask, y_ptr.dtype.element_ty, ROUND, SOFT_BF16)
     y = tl.exp(x - m_col[None, :]) * inv[None, :]
     tl.store(y_ptr + g * sy_g + _scaled(p, sy_p, Y_P_UNIT)[None, :] + _scaled(r, sy_r, Y_R_UNIT)[:, None],
              _round(y, y_ptr.dtype.element_ty, SOFT_BF16), mask=mask)
