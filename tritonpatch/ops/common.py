@@ -132,7 +132,14 @@ def tensors_reason(x: torch.Tensor, *params: torch.Tensor | None) -> str | None:
                 break
         else:
             return None
-    return device_reason(x, *params) or dtype_reason(x) or same_dtype_reason(x, *params) or autocast_reason(x)
+    return device_reason(x, *params) or dtype_and_autocast_reason(x, *params)
+
+
+def dtype_and_autocast_reason(x: torch.Tensor, *params: torch.Tensor | None) -> str | None:
+    """What :func:`tensors_reason` checks after the devices: :func:`dtype_reason` of x,
+    :func:`same_dtype_reason`, :func:`autocast_reason` (also the traced twin's, after its own device
+    check from metadata)."""
+    return dtype_reason(x) or same_dtype_reason(x, *params) or autocast_reason(x)
 
 
 def cdiv(a: int, b: int) -> int:

@@ -309,8 +309,7 @@ def _tensor_reason(x: Any, *params: Optional[Tensor]) -> Optional[str]:
     """Device, layout, dtype, mixed dtypes and autocast, as the ops check them, for input x and params."""
     if not isinstance(x, Tensor):
         return "input is not a tensor"
-    return (_device_reason(x, *params) or common.dtype_reason(x) or common.same_dtype_reason(x, *params)
-            or common.autocast_reason(x))
+    return _device_reason(x, *params) or common.dtype_and_autocast_reason(x, *params)
 
 
 def _layer_norm_reason(x: Any, normalized_shape: Union[int, Sequence[int]], weight: Optional[Tensor],
