@@ -84,3 +84,53 @@ def test_measured_choices_log_at_info_real_fallbacks_warn(caplog):
     assert levels == [(logging.INFO, size_policy.REASON),
                       (logging.WARNING, "dtype torch.float64 is not supported")]
     assert rec.fallback_reasons == {size_policy.REASON: 2, "dtype torch.float64 is not supported": 1}
+
+
+class _Block(torch.nn.Module):
+    """LayerNorm, a proved Linear -> ReLU pair and a softmax: one of each patched kind."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(width)
+        self.fc = torch.nn.Linear(width, width)
+        self.act = torch.nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.fc(self.norm(x)))
+        return torch.softmax(h, -1)
+
+
+def test_patched_layers_decide_small_calls_by_size_first(monkeypatch):
+    """With the policy on, a call under the inference bar is counted "torch is faster" and runs torch's
+    own op (bit for bit), before the full check; a call at or over the bar still gets the full check
+    (here: the training bar sends it to torch too, the inference bar to Triton)."""
+    import tritonpatch
+
+    monkeypatch.setattr(common.SETTINGS, "size_policy", True)
+    torch.manual_seed(0)
+    block = _Block(32).to(torch.bfloat16)  # fp32 without TF32 would fall back for its own reason
+    x = torch.randn(6, 32, dtype=torch.bfloat16)
+    with torch.no_grad():
+        want = block(x)
+    nbytes = x.nbytes
+    flops = 2 * x.numel() * 32
+    # everything under its bar: decided by size
+    monkeypatch.setattr(size_policy, "MIN_SIZE", {"layer_norm": (nbytes + 1, nbytes + 1),
+                                                  "softmax": (nbytes + 1, nbytes + 1),
+                                                  "linear_relu": (flops + 1, flops + 1)})
+    with tritonpatch.patch(block) as p, torch.no_grad():
+        got = block(x)
+    assert torch.equal(got, want)
+    assert sorted(rec.kind for rec in p.layers) == ["layer_norm", "linear_relu", "softmax"]
+    for rec in p.layers:
+        assert rec.fallback_reasons == {size_policy.REASON: 1}, rec
+    # at the inference bar, under the training bar: inference runs Triton, a grad-recording call torch
+    monkeypatch.setattr(size_policy, "MIN_SIZE", {"layer_norm": (nbytes, 4 * nbytes),
+                                                  "softmax": (nbytes, 4 * nbytes),
+                                                  "linear_relu": (flops, 4 * flops)})
+    with tritonpatch.patch(block) as p:
+        with torch.no_grad():
+            block(x)
+        assert all(rec.triton_calls == 1 and rec.fallback_calls == 0 for rec in p.layers), p
+        block(x.requires_grad_())
+        assert all(rec.fallback_reasons == {size_policy.REASON: 1} for rec in p.layers), p

@@ -6,7 +6,9 @@ class back on exit. Parameters, buffers, hooks and ``state_dict`` are untouched,
 ``isinstance(module, nn.LayerNorm)`` still holds.
 
 Per call, the behaviour asks the op's ``unsupported(...)``; ``None`` means Triton runs, a reason means
-the original PyTorch ``forward`` runs. Both are counted in the layer's :class:`LayerRecord`.
+the original PyTorch ``forward`` runs. Both are counted in the layer's :class:`LayerRecord`. A call
+under the size policy's inference bar is decided by its size alone, before that check (most calls of
+a small-batch model: a few attribute reads instead of the whole check).
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ from .ops import layer_norm as layer_norm_op
 from .ops import library
 from .ops import linear_relu as linear_relu_op
 from .ops import softmax as softmax_op
-from .ops.common import any_autocast
+from .ops import size_policy
+from .ops.common import SETTINGS, any_autocast, interpreting
 from .patching.records import LayerRecord
 
 
@@ -136,6 +139,18 @@ class _PatchedModule:
         return rv
 
 
+#: Kernels run on CPU tensors too (Triton's interpreter); read once, as Triton does.
+_KERNELS_ON_CPU = interpreting()
+
+
+def _below_size_bar(x: torch.Tensor, op: str, size: int) -> bool:
+    """A call of ``op`` on a CUDA tensor (or any, under the interpreter) whose ``size`` (bytes of x, or
+    forward FLOPs) is under the size policy's lower (inference) bar: torch runs it, whatever else is true
+    of the call, so the patched layer decides it without the full check (a patched call's CPU cost is
+    paid on every call of a host-bound model, and most of it is the check)."""
+    return size < size_policy.MIN_SIZE[op][0] and SETTINGS.size_policy and (x.is_cuda or _KERNELS_ON_CPU)
+
+
 class LayerNormBehaviour(_PatchedModule):
     """``nn.LayerNorm.forward`` on Triton: y = (x - mean) / sqrt(var + eps) * weight + bias.
 
@@ -153,6 +168,9 @@ class LayerNormBehaviour(_PatchedModule):
         if state is None:
             return original(self, input)
         shape = self.normalized_shape
+        if state.patch.plain and _below_size_bar(input, "layer_norm", input.nbytes):
+            state.record.count(size_policy.REASON)
+            return F.layer_norm(input, shape, parameter(self, "weight"), parameter(self, "bias"), self.eps)
         target = autocast_dtype("layer_norm", input)
         if target is None:
             weight, bias, eps = parameter(self, "weight"), parameter(self, "bias"), self.eps
@@ -217,6 +235,9 @@ def softmax_behaviour(state: LayerState, x: torch.Tensor, dim: Any, dtype: torch
     ``x`` is any shape; ``dtype`` (torch's ``dtype=``) is the output dtype, with torch's meaning (x is
     cast to it first). ``on_torch`` runs the original torch function for this call.
     """
+    if state.patch.plain and isinstance(x, torch.Tensor) and _below_size_bar(x, "softmax", x.nbytes):
+        state.record.count(size_policy.REASON)
+        return on_torch()
     target = autocast_dtype("softmax", x) if isinstance(x, torch.Tensor) else None
     if target is None:
         reason = softmax_op.unsupported(x, dim, dtype)
@@ -346,6 +367,11 @@ class LinearReluBehaviour(_PatchedModule):
         state = STATES.get(self)
         if state is None:
             return original(self, input)
+        if state.patch.plain and _below_size_bar(input, "linear_relu", 2 * input.numel() * self.out_features):
+            # torch's Linear (F.linear raises torch's own error for a shape that does not fit)
+            if _at_accepted_site(state.sites, check_parent=False):
+                state.record.count(size_policy.REASON)
+            return F.linear(input, parameter(self, "weight"), parameter(self, "bias"))
         target = autocast_dtype("linear", input)
         if target is None and state.patch.plain:  # the common case, without closures
             w, b = parameter(self, "weight"), parameter(self, "bias")
