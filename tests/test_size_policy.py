@@ -100,16 +100,15 @@ class _Block(torch.nn.Module):
         return torch.softmax(h, -1)
 
 
-def test_patched_layers_decide_small_calls_by_size_first(monkeypatch):
+def test_patched_layers_decide_small_calls_by_size_first(monkeypatch, device):
     """With the policy on, a call under the inference bar is counted "torch is faster" and runs torch's
     own op (bit for bit), before the full check; a call at or over the bar still gets the full check
     (here: the training bar sends it to torch too, the inference bar to Triton)."""
     import tritonpatch
 
     monkeypatch.setattr(common.SETTINGS, "size_policy", True)
-    torch.manual_seed(0)
-    block = _Block(32).to(torch.bfloat16)  # fp32 without TF32 would fall back for its own reason
-    x = torch.randn(6, 32, dtype=torch.bfloat16)
+    block = _Block(32).to(device, torch.bfloat16)  # fp32 without TF32 would fall back for its own reason
+    x = torch.randn(6, 32, dtype=torch.bfloat16, device=device)
     with torch.no_grad():
         want = block(x)
     nbytes = x.nbytes
