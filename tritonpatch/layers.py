@@ -29,7 +29,7 @@ from .ops import library
 from .ops import linear_relu as linear_relu_op
 from .ops import softmax as softmax_op
 from .ops import size_policy
-from .ops.common import SETTINGS, any_autocast, interpreting
+from .ops.common import any_autocast, interpreting
 from .patching.records import LayerRecord
 
 
@@ -139,16 +139,12 @@ class _PatchedModule:
         return rv
 
 
-#: Kernels run on CPU tensors too (Triton's interpreter); read once, as Triton does.
-_KERNELS_ON_CPU = interpreting()
-
-
 def _below_size_bar(x: torch.Tensor, op: str, size: int) -> bool:
     """A call of ``op`` on a CUDA tensor (or any, under the interpreter) whose ``size`` (bytes of x, or
     forward FLOPs) is under the size policy's lower (inference) bar: torch runs it, whatever else is true
     of the call, so the patched layer decides it without the full check (a patched call's CPU cost is
     paid on every call of a host-bound model, and most of it is the check)."""
-    return size < size_policy.MIN_SIZE[op][0] and SETTINGS.size_policy and (x.is_cuda or _KERNELS_ON_CPU)
+    return size_policy.torch_is_faster(op, size, False) and (x.is_cuda or interpreting())
 
 
 class LayerNormBehaviour(_PatchedModule):
