@@ -153,14 +153,10 @@ def clamp(v: int, lo: int, hi: int) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def num_sms(device: torch.device | int) -> int:
-    """Streaming multiprocessors of a CUDA device, given as a ``torch.device`` or a CUDA device index (-1:
-    not CUDA, as the launch plans key it); 4 under the interpreter (keeps its grids small)."""
-    if isinstance(device, int):
-        return torch.cuda.get_device_properties(device).multi_processor_count if device >= 0 else 4
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return 4
+def num_sms(device: int) -> int:
+    """Streaming multiprocessors of the CUDA device with this index; -1 (not CUDA: the interpreter) gives 4,
+    which keeps its grids small."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device >= 0 else 4
 
 
 def next_power_of_2(n: int) -> int:

@@ -256,7 +256,7 @@ def _fwd_plan(shape: tuple[int, ...], strides: tuple[int, ...], d: int, x_dtype:
     soft = interpreting()
     dev = device.index if device.type == "cuda" else None
     if inner == 1 and (sr == 1 or R == 1):
-        looped, rows, block_n, nw = _rows_config(R, outer, elt, num_sms(device),
+        looped, rows, block_n, nw = _rows_config(R, outer, elt, num_sms(-1 if dev is None else dev),
                                                  (max_single, rows_tile, loop_bytes))
         if looped:
             return BoundLaunch(K.softmax_fwd_rows_looped_kernel, (outer,), (R, so, R),
@@ -330,7 +330,7 @@ def _bwd_plan(shape: tuple[int, ...], dy_strides: tuple[int, ...], d: int, y_dty
     soft = interpreting()
     dev = device.index if device.type == "cuda" else None
     if inner == 1:
-        looped, rows, block_n, nw = _rows_config(R, outer, elt, num_sms(device),
+        looped, rows, block_n, nw = _rows_config(R, outer, elt, num_sms(-1 if dev is None else dev),
                                                  (max_single, rows_tile, rows_loop_bytes))
         unit = dsr == 1 or R == 1
         if looped:
