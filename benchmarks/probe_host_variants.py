@@ -81,7 +81,7 @@ def ln_steps(step: int):
         state = layers.STATES.get(self)
         shape = self.normalized_shape
         layers.autocast_dtype("layer_norm", input)
-        weight, bias, eps = layers.parameter(self, "weight"), layers.parameter(self, "bias"), self.eps
+        weight, bias, eps = *layers.weight_and_bias(self), self.eps
         reason = None
         if step >= 2:
             reason = common.tensors_reason(input, weight, bias)
@@ -113,7 +113,7 @@ def lr_steps(step: int):
             return nn.Linear.forward(self, input)
         state = layers.STATES.get(self)
         layers.autocast_dtype("linear", input)
-        w, b = layers.parameter(self, "weight"), layers.parameter(self, "bias")
+        w, b = layers.weight_and_bias(self)
         reason = None
         if step >= 2:
             reason = "hooks" if layers._hooked(self) else lr_op.unsupported(input, w, b)

@@ -1,6 +1,8 @@
 """Linear+ReLU pairs: found in the model's own code, fused only where provably safe, always correct."""
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -142,6 +144,23 @@ def test_changing_control_flow_is_always_correct(device):
             out = model(x)
             torch.testing.assert_close(out, want if raw else torch.relu(want), rtol=1e-5, atol=1e-5)
     assert p.layers[0].triton_calls == 2  # only the ReLU'd site fused
+
+
+def test_fused_mark_is_per_thread(device):
+    """The ReLU skips only the output fused in its own thread, once; a thread that never fused reads no
+    mark (the class default: reading it never raises)."""
+    out = layers.mark_fused(torch.randn(3, D, device=device))
+    seen = {}
+
+    def work() -> None:
+        seen["mark"] = layers._tls.fused
+        seen["taken"] = layers.take_fused(out)
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert seen == {"mark": None, "taken": False}
+    assert layers.take_fused(out) and not layers.take_fused(out)
 
 
 def test_hooks_on_the_linear_disable_fusion(device):

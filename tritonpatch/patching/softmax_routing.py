@@ -27,7 +27,13 @@ from .. import layers
 from ..ops import library
 from .function_swap import FunctionSwap
 
-_tls = threading.local()
+class _Busy(threading.local):
+    """Per thread: True while a routed softmax call runs (a class default, so reading never raises)."""
+
+    busy = False
+
+
+_tls = _Busy()
 
 #: id(module) -> (module, factory of its softmax LayerState); every module of every patched model.
 _OWNERS: dict[int, tuple[torch.nn.Module, Callable[[], layers.LayerState]]] = {}
@@ -71,7 +77,7 @@ def _route(x: Any, dim: Any, dtype: Any, call_torch: Callable[[], torch.Tensor])
         if library.traced_unsupported("softmax", x, dim, dtype) is None:
             return library.softmax(x, dim, dtype)
         return call_torch()
-    if getattr(_tls, "busy", False) or type(x) is not torch.Tensor:
+    if _tls.busy or type(x) is not torch.Tensor:
         # our own fallback's inner call, or a tensor subclass: torch's softmax
         return call_torch()
     state = _owner_state()
