@@ -138,3 +138,53 @@ def test_patched_layers_decide_small_calls_by_size_first(monkeypatch, device):
             rec.reset()
         block(x.requires_grad_())
         assert all(rec.fallback_reasons == {size_policy.REASON: 1} for rec in p.layers), p
+
+
+def test_layer_norm_fallback_runs_what_nn_layer_norm_runs(monkeypatch, device):
+    """A falling-back LayerNorm runs what nn.LayerNorm.forward would: ``F.layer_norm`` as it is now (a
+    replacement of it is called), seen as ``F.layer_norm`` by a TorchFunctionMode, and torch's result
+    bit for bit (the plain case calls torch.layer_norm directly, as F.layer_norm does)."""
+    import torch.nn.functional as F
+    from torch import nn
+    from torch.overrides import TorchFunctionMode
+
+    import tritonpatch
+
+    class Seen(TorchFunctionMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.funcs = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.funcs.append(func)
+            return func(*args, **(kwargs or {}))
+
+    monkeypatch.setattr(common.SETTINGS, "size_policy", True)
+    monkeypatch.setattr(size_policy, "MIN_SIZE", {**size_policy.MIN_SIZE, "layer_norm": (2 ** 40, 2 ** 40)})
+    ln = nn.LayerNorm(24).to(device)
+    with torch.no_grad():
+        ln.weight.normal_()
+        ln.bias.normal_()
+    x = torch.randn(5, 24, device=device)
+    want = F.layer_norm(x, (24,), ln.weight, ln.bias, ln.eps)
+    with tritonpatch.patch(ln) as p:
+        got = ln(x)
+        with Seen() as plain_mode:
+            ln._tp_original_class.forward(ln, x)
+        with Seen() as patched_mode:
+            ln(x)
+        calls = []
+        original = F.layer_norm
+
+        def replaced(*args, **kwargs):
+            calls.append(args[0])
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(F, "layer_norm", replaced)
+        ln(x)
+        assert len(calls) == 1 and calls[0] is x
+    assert torch.equal(got, want)
+    # (a mode also sees the size check's reads of x.nbytes and x.is_cuda: Tensor property getters)
+    ops_seen = [[f for f in mode.funcs if f in (original, torch.layer_norm)] for mode in (plain_mode, patched_mode)]
+    assert ops_seen == [[original], [original]]
+    assert p.layers[0].fallback_reasons == {size_policy.REASON: 3}

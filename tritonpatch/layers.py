@@ -127,6 +127,26 @@ def weight_and_bias(module: nn.Module) -> tuple[Any, Any]:
     return weight, bias
 
 
+#: F.layer_norm as imported (a later replacement of it is honoured: see torch_layer_norm).
+_F_LAYER_NORM = F.layer_norm
+_has_torch_function = torch._C._has_torch_function_variadic
+#: the getter behind ``torch.backends.cudnn.enabled`` (that property costs 0.66 us per read on the CPU
+#: runner, this call 0.10 us)
+_cudnn_enabled = torch._C._get_cudnn_enabled
+
+
+def torch_layer_norm(input: torch.Tensor, shape: Any, weight: torch.Tensor | None,  # noqa: A002
+                     bias: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """What ``nn.LayerNorm.forward`` runs, ``F.layer_norm(input, shape, weight, bias, eps)``: x (*, *shape)
+    -> the same shape. Inlined as F.layer_norm itself does it (``torch.layer_norm`` with the cuDNN flag)
+    when neither a ``__torch_function__`` override (a tensor subclass, a mode) nor a replaced
+    ``F.layer_norm`` is in play; else through ``F.layer_norm``. Saves its Python frame and the cuDNN
+    property read: 0.8 us per falling-back LayerNorm call on the CPU runner."""
+    if F.layer_norm is _F_LAYER_NORM and not _has_torch_function(input, weight, bias):
+        return torch.layer_norm(input, shape, weight, bias, eps, _cudnn_enabled())
+    return F.layer_norm(input, shape, weight, bias, eps)
+
+
 def cast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     """``t.to(dtype)`` (differentiable), None stays None."""
     return None if t is None else t.to(dtype)
@@ -176,7 +196,7 @@ class LayerNormBehaviour(_PatchedModule):
         shape = self.normalized_shape
         if state.patch.plain and _below_size_bar(input, "layer_norm", input.nbytes):
             state.record.count(size_policy.REASON)
-            return F.layer_norm(input, shape, *weight_and_bias(self), self.eps)
+            return torch_layer_norm(input, shape, *weight_and_bias(self), self.eps)
         target = autocast_dtype("layer_norm", input)
         if target is None:
             (weight, bias), eps = weight_and_bias(self), self.eps
@@ -187,7 +207,7 @@ class LayerNormBehaviour(_PatchedModule):
                     return layer_norm_op.layer_norm(input, shape, weight, bias, eps)
                 # what nn.LayerNorm.forward runs (the plan takes no class that overrides it), with the
                 # parameters already read: ~1 us per Module.__getattr__ saved on every fallback
-                return F.layer_norm(input, shape, weight, bias, eps)
+                return torch_layer_norm(input, shape, weight, bias, eps)
             return dispatch(
                 state, reason,
                 lambda: layer_norm_op.layer_norm(input, shape, weight, bias, eps),
