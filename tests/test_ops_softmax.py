@@ -129,6 +129,27 @@ def test_every_dim(shape, dim, dtype, device, path):
     _check_backward(x, dim)
 
 
+def test_split_forward_tile_constants_reach_the_cached_plan(device, monkeypatch):
+    """The split-R forward's column tile and warps are part of the plan cache's key: changing them after a
+    plan was cached takes effect, and the result stays correct."""
+    monkeypatch.setattr(S, "STRIDED_SINGLE_TILE", 32)
+    monkeypatch.setattr(S, "LOOP_BLOCK_BYTES", 256)
+    monkeypatch.setattr(S, "SPLIT_BLOCK_R", 16)
+    x = _rand((2, 64, 24), torch.float32, device)
+
+    def plan():
+        got = S._fwd_plan(x.shape, x.stride(), 1, x.dtype, x.dtype, x.device, S._heuristics())
+        assert isinstance(got, S._SplitLaunch)
+        return got.stats.constexprs["BLOCK_P"], got.stats.num_warps, got.apply.num_warps
+
+    assert plan() == (min(32, S.SPLIT_BLOCK_P), S.SPLIT_WARPS, S.SPLIT_WARPS)
+    _check_forward(x, 1)
+    monkeypatch.setattr(S, "SPLIT_BLOCK_P", 8)
+    monkeypatch.setattr(S, "SPLIT_WARPS", 2)
+    assert plan() == (8, 2, 2)
+    _check_forward(x, 1)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("fill", ["-inf", "finfo.min"])
 def test_strided_forward_looped_kernel(dtype, fill, device, monkeypatch):

@@ -220,7 +220,7 @@ class K:
 def _heuristics() -> tuple[int, ...]:
     """The forward's launch heuristics (module constants, read per call)."""
     return (MAX_SINGLE_N, ROWS_TILE, LOOP_BLOCK_BYTES, STRIDED_SINGLE_TILE, STRIDED_TILE, STRIDED_PER_THREAD,
-            SPLIT_BLOCK_R, SPLIT_MAX_CHUNKS)
+            SPLIT_BLOCK_R, SPLIT_BLOCK_P, SPLIT_WARPS, SPLIT_MAX_CHUNKS)
 
 
 class _SplitLaunch:
@@ -246,7 +246,8 @@ def _fwd_plan(shape: tuple[int, ...], strides: tuple[int, ...], d: int, x_dtype:
     dims do not merge (the caller makes x contiguous). Cached: the Python planning and the launch's
     argument key are paid once per distinct call shape, not per call. ``consts`` is
     :func:`_heuristics` (part of the key, so tests that change the module constants take effect)."""
-    max_single, rows_tile, loop_bytes, strided_single, strided_tile, per_thread, split_r, split_max = consts
+    (max_single, rows_tile, loop_bytes, strided_single, strided_tile, per_thread, split_r, split_p, split_warps,
+     split_max) = consts
     plan = _split(shape, strides, d)
     if plan is None:
         return None
@@ -274,15 +275,15 @@ def _fwd_plan(shape: tuple[int, ...], strides: tuple[int, ...], d: int, x_dtype:
     units = dict(X_R_UNIT=sx[1] == 1, X_P_UNIT=sx[2] == 1)
     chunks = cdiv(R, split_r)
     if looped and chunks <= split_max:
-        block_p = min(next_power_of_2(P), SPLIT_BLOCK_P)
+        block_p = min(next_power_of_2(P), split_p)
         n_pb = cdiv(P, block_p)
         grid, args = (G * n_pb, chunks), (R, P, n_pb, chunks)
         flags = dict(BLOCK_R=split_r, BLOCK_P=block_p, **units, ROUND=rnd, SOFT_BF16=soft)
         return _SplitLaunch(
-            BoundLaunch(K.softmax_fwd_strided_stats_kernel, grid, (*args, *sx), flags, SPLIT_WARPS, device=dev),
+            BoundLaunch(K.softmax_fwd_strided_stats_kernel, grid, (*args, *sx), flags, split_warps, device=dev),
             BoundLaunch(K.softmax_fwd_strided_apply_kernel, grid, (*args, *sx, *sy),
                         dict(flags, BLOCK_C=max(2, next_power_of_2(chunks)), Y_R_UNIT=sy[1] == 1,
-                             Y_P_UNIT=sy[2] == 1), SPLIT_WARPS, device=dev),
+                             Y_P_UNIT=sy[2] == 1), split_warps, device=dev),
             (G, chunks, P))
     n_pb = cdiv(P, block_p)
     return BoundLaunch(K.softmax_fwd_strided_kernel, (G * n_pb,), (R, P, n_pb, *sx, *sy),
