@@ -5,7 +5,8 @@
 1. Per call, host microseconds to issue one call on a small CUDA tensor (GPU never the bottleneck),
    unpatched vs patched-but-falling-back (size policy), forward only and forward+backward: LayerNorm,
    a module's F.softmax, a Linear->ReLU pair.
-2. BERT-base relu train step (eager, bf16, 8x512): host issue ms with no patch, every kind, and each kind
+2. ``parts``: single pieces of the fallback path, best of 9 timeit repeats (``--only parts``).
+3. BERT-base relu train step (eager, bf16, 8x512): host issue ms with no patch, every kind, and each kind
    alone, in alternating rounds; and the same with Python's gc disabled.
 """
 from __future__ import annotations
@@ -99,10 +100,51 @@ def steps() -> None:
             print(f"  {k:18s} {m:7.2f}  ({m - base:+.2f})  rounds {[round(t, 1) for t in v]}")
 
 
+def parts() -> None:
+    """Host cost of single pieces of the fallback path: the best of 9 timeit repeats of 20000 calls each
+    (the host's least contended repeat), in microseconds per call."""
+    import threading
+    import timeit
+    import weakref
+
+    from tritonpatch import layers
+
+    class WithDefault(threading.local):
+        fused = None
+    plain_local, with_default = threading.local(), WithDefault()
+    x = torch.randn(64, 256, device="cuda", dtype=torch.bfloat16)
+    ln = nn.LayerNorm(256).to("cuda", torch.bfloat16)
+    w, b = ln.weight, ln.bias
+    states = weakref.WeakKeyDictionary({ln: 1})
+    data, ref = states.data, weakref.ref
+    cases = {
+        "getattr(threading.local(), 'fused', None), unset": lambda: getattr(plain_local, "fused", None),
+        "threading.local subclass with a class default": lambda: with_default.fused,
+        "torch.backends.cudnn.enabled": lambda: torch.backends.cudnn.enabled,
+        "torch._C._get_cudnn_enabled()": lambda: torch._C._get_cudnn_enabled(),
+        "WeakKeyDictionary.get(module)": lambda: states.get(ln),
+        "its .data.get(weakref.ref(module))": lambda: data.get(ref(ln)),
+        "module.weight (nn.Module.__getattr__)": lambda: ln.weight,
+        "layers.weight_and_bias(module)": lambda: layers.weight_and_bias(ln),
+        "F.layer_norm, CUDA 64x256 bf16": lambda: F.layer_norm(x, (256,), w, b),
+        "layers.torch_layer_norm, same": lambda: layers.torch_layer_norm(x, (256,), w, b, 1e-5),
+    }
+    with torch.no_grad():
+        for name, fn in cases.items():
+            best = min(timeit.repeat(fn, number=20000, repeat=9)) / 20000 * 1e6
+            print(f"{name:52s} {best:7.3f} us")
+    torch.cuda.synchronize()
+
+
 def main() -> None:
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default="per_call,parts,steps", help="comma-separated: per_call, parts, steps")
+    only = ap.parse_args().only.split(",")
     logging.getLogger("tritonpatch").setLevel(logging.ERROR)
-    per_call()
-    steps()
+    for name, fn in (("per_call", per_call), ("parts", parts), ("steps", steps)):
+        if name in only:
+            fn()
 
 
 if __name__ == "__main__":

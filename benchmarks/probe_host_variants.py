@@ -12,7 +12,10 @@ Variants: ``torch`` (unpatched); ``all`` / ``ln`` / ``lr`` / ``sm`` (tritonpatch
 LayerNorm only, Linear+ReLU only, softmax only); and diagnostic swaps of the patched ``forward``:
 ``ln-orig`` (the patched LayerNorm class, forward = nn.LayerNorm.forward itself: the class swap alone),
 ``ln-state`` (plus is_compiling and the state lookup), ``ln-direct`` (the shipped decision with the
-fallback calling ``torch.layer_norm`` directly), ``lr-orig`` (likewise nn.Linear.forward / nn.ReLU.forward for the pair's modules).
+fallback calling ``torch.layer_norm`` directly), ``lr-orig`` (likewise nn.Linear.forward / nn.ReLU.forward for the pair's modules);
+for the size-first fallback (every call of these models at 8x512): ``ln-size`` / ``ln-count`` (its
+LayerNorm path without / with the count), ``lr-size`` / ``lr-site`` (its Linear path without the count,
+without / with the call-site probe; the ReLU as nn.ReLU), ``lr-relu`` (the shipped Linear, nn.ReLU's forward).
 """
 from __future__ import annotations
 
@@ -123,6 +126,38 @@ def lr_steps(step: int):
     return forward
 
 
+def ln_size(count: bool):
+    """The shipped size-first fallback of a LayerNorm (state lookup, the patch's mode, the size bar), then
+    torch's op through ``layers.torch_layer_norm``; the count only with ``count``."""
+    from tritonpatch.ops import size_policy
+
+    def forward(self, input):
+        if layers._is_compiling():
+            return nn.LayerNorm.forward(self, input)
+        state = layers._STATE_DATA.get(layers._ref(self))
+        if state.patch.plain and layers._below_size_bar(input, "layer_norm", input.nbytes):
+            if count:
+                state.record.count(size_policy.REASON)
+            return layers.torch_layer_norm(input, self.normalized_shape, *layers.weight_and_bias(self), self.eps)
+        return nn.LayerNorm.forward(self, input)
+    return forward
+
+
+def lr_size(site: bool):
+    """The shipped size-first fallback of a pair's Linear without the count, and without the call-site
+    probe unless ``site``."""
+    def forward(self, input):
+        if layers._is_compiling():
+            return nn.Linear.forward(self, input)
+        state = layers._STATE_DATA.get(layers._ref(self))
+        if state.patch.plain and layers._below_size_bar(input, "linear_relu", 2 * input.numel() * self.out_features):
+            if site:
+                layers._at_accepted_site(state.sites, check_parent=False)
+            return F.linear(input, *layers.weight_and_bias(self))
+        return nn.Linear.forward(self, input)
+    return forward
+
+
 #: variant -> per-call ns spent inside the timed forward (the ``-t`` variants)
 INSIDE: dict[str, list[int]] = {}
 
@@ -173,6 +208,12 @@ def variants(model: nn.Module) -> dict[str, callable]:
         "ln-orig-t": with_swaps(ln_only, [(layers.LayerNormBehaviour, "forward",
                                            timed_forward(nn.LayerNorm.forward, "ln-orig-t"))]),
         "sm": p(layer_norm=False, linear_relu=False),
+        "ln-size": with_swaps(ln_only, [(layers.LayerNormBehaviour, "forward", ln_size(False))]),
+        "ln-count": with_swaps(ln_only, [(layers.LayerNormBehaviour, "forward", ln_size(True))]),
+        "lr-size": with_swaps(lr_only, [(layers.LinearReluBehaviour, "forward", lr_size(False)),
+                                        (layers.ReluBehaviour, "forward", nn.ReLU.forward)]),
+        "lr-site": with_swaps(lr_only, [(layers.LinearReluBehaviour, "forward", lr_size(True)),
+                                        (layers.ReluBehaviour, "forward", nn.ReLU.forward)]),
         "ln-orig": with_swaps(ln_only, [(layers.LayerNormBehaviour, "forward", nn.LayerNorm.forward)]),
         "lr-orig": with_swaps(lr_only, [(layers.LinearReluBehaviour, "forward", nn.Linear.forward),
                                         (layers.ReluBehaviour, "forward", nn.ReLU.forward)]),
