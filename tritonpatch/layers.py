@@ -46,9 +46,9 @@ class LayerState:
 #: and nothing is stored in the module's own ``__dict__``.
 STATES: "weakref.WeakKeyDictionary[nn.Module, LayerState]" = weakref.WeakKeyDictionary()
 #: The dict under :data:`STATES` ({weakref(module): state}). Patched forwards read it as
-#: ``_STATE_DATA.get(_ref(self))``: what ``STATES.get(self)`` does, without its Python frame (about
-#: 0.8 us per patched call on the CPU runner; a patched call's CPU cost is paid on every call of a
-#: host-bound model).
+#: ``_STATE_DATA.get(_ref(self))``: what ``STATES.get(self)`` does, without its Python frame (0.24 us
+#: against 0.31 us on the H200 host, 2026-12-01, ``benchmarks/probe_fallback_cost.py --only parts``; a
+#: patched call's CPU cost is paid on every call of a host-bound model).
 _STATE_DATA = STATES.data
 _ref = weakref.ref
 #: ``torch.compiler.is_compiling`` (the same function: Dynamo recognises it by identity), bound once.
@@ -118,8 +118,8 @@ def without_autocast(device_type: str, fn: Callable[[], Any]) -> Any:
 
 def weight_and_bias(module: nn.Module) -> tuple[Any, Any]:
     """``(module.weight, module.bias)`` (each a Parameter or None), read from ``module._parameters``
-    directly where registered there: ``nn.Module.__getattr__`` costs about 1 us per access, on every
-    patched call. A name that is not a registered parameter (a parametrization's property, a plain
+    directly where registered there: ``nn.Module.__getattr__`` costs 0.33 us per access (both: 0.26 us
+    here; H200 host, 2026-12-01, ``benchmarks/probe_fallback_cost.py --only parts``), on every patched call. A name that is not a registered parameter (a parametrization's property, a plain
     attribute) goes through ``getattr``."""
     params = module._parameters
     weight = params["weight"] if "weight" in params else module.weight
@@ -130,8 +130,8 @@ def weight_and_bias(module: nn.Module) -> tuple[Any, Any]:
 #: F.layer_norm as imported (a later replacement of it is honoured: see torch_layer_norm).
 _F_LAYER_NORM = F.layer_norm
 _has_torch_function = torch._C._has_torch_function_variadic
-#: the getter behind ``torch.backends.cudnn.enabled`` (that property costs 0.66 us per read on the CPU
-#: runner, this call 0.10 us)
+#: the getter behind ``torch.backends.cudnn.enabled`` (that property: 0.42 us per read, this call 0.09 us,
+#: on the H200 host, 2026-12-01, ``benchmarks/probe_fallback_cost.py --only parts``)
 _cudnn_enabled = torch._C._get_cudnn_enabled
 
 
@@ -141,7 +141,8 @@ def torch_layer_norm(input: torch.Tensor, shape: Any, weight: torch.Tensor | Non
     -> the same shape. Inlined as F.layer_norm itself does it (``torch.layer_norm`` with the cuDNN flag)
     when neither a ``__torch_function__`` override (a tensor subclass, a mode) nor a replaced
     ``F.layer_norm`` is in play; else through ``F.layer_norm``. Saves its Python frame and the cuDNN
-    property read: 0.8 us per falling-back LayerNorm call on the CPU runner."""
+    property read: 11.1 us against 12.0 us per call (CUDA, 64x256 bf16; H200 host, 2026-12-01,
+    ``benchmarks/probe_fallback_cost.py --only parts``)."""
     if F.layer_norm is _F_LAYER_NORM and not _has_torch_function(input, weight, bias):
         return torch.layer_norm(input, shape, weight, bias, eps, _cudnn_enabled())
     return F.layer_norm(input, shape, weight, bias, eps)
@@ -286,8 +287,8 @@ class _FusedMark(threading.local):
 
     The class attribute is every thread's default, so reading it never raises (a ``getattr`` with a
     default on a plain ``threading.local`` raises and catches AttributeError inside on every call
-    until the thread first sets it: 0.6 us per ReLU call of a model whose pairs all fall back, on the
-    CPU runner)."""
+    until the thread first sets it, as in a model whose pairs all fall back: 0.74 us against 0.10 us
+    per read on the H200 host, 2026-12-01, ``benchmarks/probe_fallback_cost.py --only parts``)."""
 
     fused: "weakref.ref[torch.Tensor] | None" = None
 
