@@ -126,22 +126,6 @@ def test_width_32768_in_registers(device, dtype):
     _check(x, (n,), _rand((n,), dtype, device), _rand((n,), dtype, device))
 
 
-@pytest.mark.parametrize("n", [16384, 9000])
-def test_fp32_rows_16384_wide_take_the_persistent_forward(device, n):
-    """fp32 rows held in a 16384-wide tile run the persistent forward (PERSISTENT_FWD_BLOCK), with more
-    row tiles than programs so that programs walk several; an exact width (EVEN) and a masked one; with
-    and without weight and bias, and with the statistics the backward uses (NaN-poisoned outputs)."""
-    m = 1100 if torch.device(device).type == "cuda" else 21  # the interpreter runs 4 "SMs": 16 programs
-    dev = torch.empty(0, device=device).get_device()
-    plan = ln_mod._fwd_plan(m, n, n, 1e-5, torch.float32, torch.float32, torch.float32, True, dev)
-    assert plan.kernel is ln_mod.layer_norm_fwd_persistent_kernel
-    assert plan.grid[0] == common.num_sms(dev) * ln_mod.PERSISTENT_FWD_PER_SM < m
-    assert ln_mod._fwd_plan(m, n, n, 1e-5, torch.bfloat16, None, None, False, dev).kernel is ln_mod.layer_norm_fwd_kernel
-    x = _rand((m, n), torch.float32, device, offset=0.5)
-    _check(x, (n,), _rand((n,), torch.float32, device), _rand((n,), torch.float32, device))
-    _check(x, (n,))
-
-
 def test_width_65536(device):
     n = 65536
     x = _rand((2, n), torch.float32, device)

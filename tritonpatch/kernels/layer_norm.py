@@ -23,7 +23,6 @@ Layout: row ``r`` of an input starts at ``ptr + r * stride_row`` and its element
 
 Kernels (the launcher in ``tritonpatch/ops/layer_norm.py`` picks one by width):
   layer_norm_fwd_kernel          whole rows in registers, ROWS rows per program (2-D tile)
-  layer_norm_fwd_persistent_kernel  the same tiles, a persistent grid walking them in a pipelined loop
   layer_norm_fwd_looped_kernel   one row per program, walked in BLOCK_N chunks (wide rows)
   layer_norm_bwd_fused_kernel    whole rows (N <= 8192): dx and dw/db partials, persistent grid, each
                                  program a contiguous chunk of rows, next tile prefetched
@@ -55,16 +54,18 @@ def _store(ptrs, value, mask, EVEN: tl.constexpr):
 
 
 @triton.jit
-def _fwd_tile(
-    X, Y, W, B, Mean, Rstd, tile,
-    stride_x_row, stride_y_row, M, N, eps,
+def layer_norm_fwd_kernel(
+    X, Y, W, B, Mean, Rstd,
+    stride_x_row, stride_y_row,
+    M, N, eps,
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, STORE_STATS: tl.constexpr,
     BLOCK_N: tl.constexpr, ROWS: tl.constexpr, EVEN: tl.constexpr,
 ):
-    """Normalize rows [tile*ROWS, tile*ROWS + ROWS) held whole in a (ROWS, BLOCK_N) tile, N <= BLOCK_N.
+    """Program p normalizes rows [p*ROWS, p*ROWS + ROWS) held whole in a (ROWS, BLOCK_N) tile, N <= BLOCK_N.
 
     EVEN (N == BLOCK_N and ROWS divides M): no masks, so every load and store is a full vector."""
-    rows = tile * ROWS + tl.arange(0, ROWS).to(tl.int64)  # (ROWS,) int64 row indices
+    pid = tl.program_id(0).to(tl.int64)
+    rows = pid * ROWS + tl.arange(0, ROWS)          # (ROWS,) int64 row indices
     cols = tl.arange(0, BLOCK_N)                    # (BLOCK_N,) column indices
     row_ok = rows < M
     col_ok = cols < N
@@ -91,34 +92,6 @@ def _fwd_tile(
     if STORE_STATS:
         _store(Mean + rows, mean, row_ok, EVEN)
         _store(Rstd + rows, rstd, row_ok, EVEN)
-
-
-@triton.jit
-def layer_norm_fwd_kernel(
-    X, Y, W, B, Mean, Rstd,
-    stride_x_row, stride_y_row,
-    M, N, eps,
-    HAS_W: tl.constexpr, HAS_B: tl.constexpr, STORE_STATS: tl.constexpr,
-    BLOCK_N: tl.constexpr, ROWS: tl.constexpr, EVEN: tl.constexpr,
-):
-    """Program p normalizes row tile p (:func:`_fwd_tile`)."""
-    _fwd_tile(X, Y, W, B, Mean, Rstd, tl.program_id(0).to(tl.int64), stride_x_row, stride_y_row, M, N, eps,
-              HAS_W, HAS_B, STORE_STATS, BLOCK_N, ROWS, EVEN)
-
-
-@triton.jit
-def layer_norm_fwd_persistent_kernel(
-    X, Y, W, B, Mean, Rstd,
-    stride_x_row, stride_y_row,
-    M, N, eps, n_tiles,
-    HAS_W: tl.constexpr, HAS_B: tl.constexpr, STORE_STATS: tl.constexpr,
-    BLOCK_N: tl.constexpr, ROWS: tl.constexpr, EVEN: tl.constexpr, STAGES: tl.constexpr,
-):
-    """Program p of G normalizes row tiles p, p + G, p + 2G, ... (:func:`_fwd_tile`), in a loop that
-    Triton's pipeliner runs in STAGES stages (the next tiles' loads in flight while one is computed)."""
-    for tile in tl.range(tl.program_id(0), n_tiles, tl.num_programs(0), num_stages=STAGES):
-        _fwd_tile(X, Y, W, B, Mean, Rstd, tile, stride_x_row, stride_y_row, M, N, eps,
-                  HAS_W, HAS_B, STORE_STATS, BLOCK_N, ROWS, EVEN)
 
 
 @triton.jit

@@ -65,16 +65,6 @@ _BWD_COLS_ROWS = 4
 #: (bf16 768), 8-12% at four other shapes, and within 1% elsewhere.
 _TILE = 2048
 _FWD_BYTES_PER_THREAD = 64
-#: fp32 rows held whole in a tile of this width (8193-16384 wide) take the persistent forward: a grid of
-#: PERSISTENT_FWD_PER_SM programs per SM walking the same tiles in a loop pipelined in
-#: PERSISTENT_FWD_STAGES stages. Measured on the H200, 2026-12-01 (benchmarks/sweep_ln_fwd_persistent.py,
-#: results_2026-12-01/session10/sweep_ln_fwd_persistent.txt, GB/s against a copy of the same bytes): fp32
-#: 4096x16384 3628 (88%) one tile per program, 3797-3888 (92-94%) persistent with 3 stages at 1-8
-#: programs per SM; at every other width and dtype swept (768-16384, bf16 and fp32) one tile per program
-#: stayed within 1% of the best persistent variant or ahead of it (fp32 4096x8192: 3796 against 3715).
-PERSISTENT_FWD_BLOCK = 16384
-PERSISTENT_FWD_PER_SM = 4
-PERSISTENT_FWD_STAGES = 3
 #: Elements per backward tile for narrow rows.
 _BWD_TILE = 2048
 
@@ -177,7 +167,6 @@ def _row_stride(t2: torch.Tensor) -> int:
 # Launchers
 # ----------------------------------------------------------------------------------------------------
 layer_norm_fwd_kernel = FastKernel(_k.layer_norm_fwd_kernel)
-layer_norm_fwd_persistent_kernel = FastKernel(_k.layer_norm_fwd_persistent_kernel)
 layer_norm_fwd_looped_kernel = FastKernel(_k.layer_norm_fwd_looped_kernel)
 layer_norm_bwd_fused_kernel = FastKernel(_k.layer_norm_bwd_fused_kernel)
 layer_norm_bwd_row_stats_kernel = FastKernel(_k.layer_norm_bwd_row_stats_kernel)
@@ -204,12 +193,7 @@ def _fwd_plan(m: int, n: int, row_stride: int, eps: float, x_dtype: torch.dtype,
     dev = device if device >= 0 else None
     if fused:
         even = n == block and m % rows == 0
-        n_tiles = cdiv(m, rows)
-        if x_dtype == torch.float32 and block == PERSISTENT_FWD_BLOCK:
-            grid = min(n_tiles, num_sms(device) * PERSISTENT_FWD_PER_SM)
-            return BoundLaunch(layer_norm_fwd_persistent_kernel, (grid,), (row_stride, n, m, n, eps, n_tiles),
-                               dict(flags, ROWS=rows, EVEN=even, STAGES=PERSISTENT_FWD_STAGES), warps, device=dev)
-        return BoundLaunch(layer_norm_fwd_kernel, (n_tiles,), (row_stride, n, m, n, eps),
+        return BoundLaunch(layer_norm_fwd_kernel, (cdiv(m, rows),), (row_stride, n, m, n, eps),
                            dict(flags, ROWS=rows, EVEN=even), warps, device=dev)
     return BoundLaunch(layer_norm_fwd_looped_kernel, (m,), (row_stride, n, n, eps), flags, warps, device=dev)
 
