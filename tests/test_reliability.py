@@ -289,3 +289,47 @@ def test_tensors_reason_agrees_with_the_checks_it_shortcuts(device):
     with torch.autocast(device_type=device, dtype=torch.bfloat16):
         assert common.tensors_reason(x, w, b) == chain(x, w, b) == "autocast is enabled"
     assert None in seen and len(seen) >= 5  # the cases reach both outcomes and several reasons
+
+
+def _kernel_cannot_run(*args, **kwargs):
+    from triton.runtime.errors import OutOfResources
+    raise OutOfResources(393344, 232448, "shared memory")
+
+
+@pytest.mark.parametrize("where", ["forward", "backward"])
+def test_a_kernel_that_cannot_run_here_falls_back_to_torch(device, monkeypatch, where):
+    """A Triton kernel that cannot be built or loaded on this GPU (here: OutOfResources, as for a kernel
+    needing more shared memory than the GPU has) never reaches the user's model: in the forward, torch
+    runs the call and every later call of that layer, counted with KERNEL_FAILED; in the backward, torch's
+    formula computes the gradients. Outputs and gradients are torch's."""
+    from tritonpatch.ops import common
+    from tritonpatch.ops import layer_norm as ln_op
+    from tritonpatch.ops import linear_relu as lr_op
+    from tritonpatch.ops import softmax as sm_op
+
+    monkeypatch.setattr(common.SETTINGS, "size_policy", False)  # small shapes on Triton, also on CUDA
+    monkeypatch.setattr(common.SETTINGS, "linear_relu", "triton")
+    if where == "forward":
+        for module, name in ((ln_op, "forward_rows"), (sm_op, "_forward"), (lr_op, "_forward")):
+            monkeypatch.setattr(module, name, _kernel_cannot_run)
+    else:
+        for module, name in ((ln_op, "backward_rows"), (sm_op, "_backward"), (lr_op, "relu_grad")):
+            monkeypatch.setattr(module, name, _kernel_cannot_run)
+    torch.manual_seed(0)
+    block = Block().to(device)
+    x = torch.randn(6, 16, device=device)
+    want = block(x)
+    want_grads = torch.autograd.grad(want.pow(2).sum(), list(block.parameters()))
+    with tritonpatch.patch(block) as p:
+        for _ in range(2):
+            got = block(x)
+            grads = torch.autograd.grad(got.pow(2).sum(), list(block.parameters()))
+            assert rel_err(got, want) <= FP32_TOL
+            for g, w in zip(grads, want_grads):
+                assert rel_err(g, w) <= FP32_TOL
+    assert sorted(r.kind for r in p.layers) == ["layer_norm", "linear_relu", "softmax"]
+    for rec in p.layers:
+        if where == "forward":
+            assert rec.triton_calls == 0 and rec.fallback_reasons == {common.KERNEL_FAILED: 2}, rec
+        else:
+            assert rec.triton_calls == 2 and rec.fallback_calls == 0, rec

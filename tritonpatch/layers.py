@@ -29,7 +29,7 @@ from .ops import library
 from .ops import linear_relu as linear_relu_op
 from .ops import softmax as softmax_op
 from .ops import size_policy
-from .ops.common import any_autocast, interpreting
+from .ops.common import KERNEL_ERRORS, KERNEL_FAILED, any_autocast, interpreting, kernel_failed
 from .patching.records import LayerRecord
 
 
@@ -40,6 +40,8 @@ class LayerState:
     record: LayerRecord
     patch: Any  # tritonpatch.patching.patch.Patch (not imported: data flows down)
     sites: list[Any] = dataclasses.field(default_factory=list)  # Linear+ReLU: accepted call sites
+    #: set when this layer's Triton kernel could not be built or loaded on this GPU: torch from then on
+    kernel_failed: bool = False
 
 
 #: module -> its state, for modules patched right now. Weak, so nothing keeps a dropped model alive,
@@ -68,12 +70,32 @@ def dispatch(state: LayerState, reason: str | None, on_triton: Callable[[], torc
     patch = state.patch
     if patch.reference:
         out = (on_reference or on_torch)()
+    elif reason is None:
+        out = triton_or_torch(state, on_triton, on_torch)
     else:
         state.record.count(reason)
-        out = on_triton() if reason is None else on_torch()
+        out = on_torch()
     if patch.capture is not None:
         patch.capture(state.record, out if captured is None else captured(out))
     return out
+
+
+def triton_or_torch(state: LayerState, on_triton: Callable[[], torch.Tensor],
+                    on_torch: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """Run a call the checks gave to Triton, counted as such; if its kernel cannot be built or loaded on
+    this GPU (:data:`~tritonpatch.ops.common.KERNEL_ERRORS`, e.g. more shared memory than it has), torch
+    runs it instead, and every later call of this layer, counted with ``KERNEL_FAILED`` (logged once)."""
+    if not state.kernel_failed:
+        try:
+            out = on_triton()
+        except KERNEL_ERRORS as e:
+            state.kernel_failed = True
+            kernel_failed(f"{state.record.kind} {state.record.name!r}", e)
+        else:
+            state.record.count(None)
+            return out
+    state.record.count(KERNEL_FAILED)
+    return on_torch()
 
 
 #: (op, device type, input dtype, autocast dtype) -> the dtype torch's op computes in under autocast.
@@ -203,9 +225,10 @@ class LayerNormBehaviour(_PatchedModule):
             (weight, bias), eps = weight_and_bias(self), self.eps
             reason = layer_norm_op.unsupported(input, shape, weight, bias, eps)
             if state.patch.plain:  # the common case, without dispatch's closures (CPU per call matters)
-                state.record.count(reason)
                 if reason is None:
-                    return layer_norm_op.layer_norm(input, shape, weight, bias, eps)
+                    return triton_or_torch(state, lambda: layer_norm_op.layer_norm(input, shape, weight, bias, eps),
+                                           lambda: torch_layer_norm(input, shape, weight, bias, eps))
+                state.record.count(reason)
                 # what nn.LayerNorm.forward runs (the plan takes no class that overrides it), with the
                 # parameters already read: ~1 us per Module.__getattr__ saved on every fallback
                 return torch_layer_norm(input, shape, weight, bias, eps)
@@ -270,8 +293,10 @@ def softmax_behaviour(state: LayerState, x: torch.Tensor, dim: Any, dtype: torch
     if target is None:
         reason = softmax_op.unsupported(x, dim, dtype)
         if state.patch.plain:
+            if reason is None:
+                return triton_or_torch(state, lambda: softmax_op.softmax(x, dim, dtype), on_torch)
             state.record.count(reason)
-            return softmax_op.softmax(x, dim, dtype) if reason is None else on_torch()
+            return on_torch()
         return dispatch(state, reason, lambda: softmax_op.softmax(x, dim, dtype), on_torch)
     # Under autocast torch picks the output dtype when none is given (fp32 on CUDA); an explicit one stays.
     out_dtype = dtype if dtype is not None else (target if target != x.dtype else None)
@@ -422,8 +447,12 @@ class LinearReluBehaviour(_PatchedModule):
             if not _at_accepted_site(state.sites):
                 return F.linear(input, w, b)
             provider = linear_relu_op.forward_provider(input)
-            state.record.count(linear_relu_op.CUBLASLT_NOTE if provider == "cublaslt" else None)
-            return mark_fused(linear_relu_op.linear_relu(input, w, b, provider))
+            if provider == "cublaslt":  # torch's own fused GEMM: no Triton kernel to fail
+                state.record.count(linear_relu_op.CUBLASLT_NOTE)
+                return mark_fused(linear_relu_op.linear_relu(input, w, b, provider))
+            # a failed kernel leaves the pre-activation to torch's Linear; the ReLU module then applies relu
+            return triton_or_torch(state, lambda: mark_fused(linear_relu_op.linear_relu(input, w, b, provider)),
+                                   lambda: F.linear(input, w, b))
         if not _at_accepted_site(state.sites):
             return original(self, input)
         dev = input.device.type

@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import threading
+import logging
 import os
+import threading
 
 from typing import Callable, Iterator, ParamSpec, TypeVar
 
@@ -30,6 +31,40 @@ def any_autocast() -> bool:
     torch.compile knows.
     """
     return _ANY_AUTOCAST is None or bool(_ANY_AUTOCAST())
+
+
+def _kernel_errors() -> tuple[type[BaseException], ...]:
+    """Triton's errors for a kernel that cannot be built or loaded on this GPU (the names differ between
+    Triton versions: those present are taken). Not InterpreterError: under the interpreter an error is a
+    bug in the kernel, and the tests must see it."""
+    found: list[type[BaseException]] = []
+    for module, name in (("triton.runtime.errors", "OutOfResources"), ("triton.runtime.errors", "PTXASError"),
+                         ("triton.compiler.errors", "CompilationError")):
+        try:
+            found.append(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
+#: What a kernel launch raises when the kernel cannot be compiled or loaded here (e.g. more shared memory
+#: than this GPU has): the patched layers and the backward passes fall back to torch on these.
+KERNEL_ERRORS: tuple[type[BaseException], ...] = _kernel_errors()
+#: The fallback reason a patched layer records after one of :data:`KERNEL_ERRORS`.
+KERNEL_FAILED = "the Triton kernel cannot run on this GPU (see the log)"
+
+
+_FAILED_LOGGED: set[str] = set()
+
+
+def kernel_failed(what: str, error: BaseException) -> None:
+    """Log (once per ``what``, on the ``tritonpatch`` logger, as a warning) that a kernel of ``what``
+    could not be built or loaded here, and that torch runs it instead."""
+    if what not in _FAILED_LOGGED:
+        _FAILED_LOGGED.add(what)
+        logging.getLogger("tritonpatch").warning(
+            "%s: the Triton kernel cannot run on this GPU, torch runs it instead: %s: %s",
+            what, type(error).__name__, error)
 
 
 #: dtypes every kernel takes; statistics and accumulators are always fp32.

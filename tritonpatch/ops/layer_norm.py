@@ -30,8 +30,10 @@ import torch.nn.functional as F
 from tritonpatch.kernels import layer_norm as _k
 from tritonpatch.ops.column_sums import column_sums_launch
 from tritonpatch.ops.common import (
+    KERNEL_ERRORS,
     cdiv,
     clamp,
+    kernel_failed,
     launcher,
     new_output,
     new_output_like,
@@ -350,8 +352,13 @@ class _LayerNormFunction(torch.autograd.Function):
                     None, None)
         mean, rstd = ctx.stats
         need_dx, need_dw, need_db = ctx.needs_input_grad[:3]
-        dx, dw, db = backward_rows(x, dy, n, _param_row(weight, n), mean, rstd, need_dx, need_dw, need_db,
-                                   ctx.param_dtype)
+        try:
+            dx, dw, db = backward_rows(x, dy, n, _param_row(weight, n), mean, rstd, need_dx, need_dw, need_db,
+                                       ctx.param_dtype)
+        except KERNEL_ERRORS as e:  # the kernel cannot be built or loaded on this GPU: torch's backward
+            kernel_failed("layer_norm backward", e)
+            grads = _differentiable_backward(x, ctx.shape, weight, bias, ctx.eps, dy, ctx.needs_input_grad[:3])
+            return (*(None if g is None else g.detach() for g in grads), None, None)
         # reshape only where the shapes differ (each view costs a few microseconds of CPU per call)
         if dw is not None and dw.shape != ctx.w_shape:
             dw = dw.view(ctx.w_shape)

@@ -326,10 +326,15 @@ class _LinearReLU(torch.autograd.Function):
         # kernels record nothing). A dy without unit column stride (e.g. expanded from a sum) too.
         if M == 0 or N == 0 or torch.is_grad_enabled() or dy2.stride(1) != 1 or y2.stride(1) != 1:
             grad_x, grad_w, grad_b = _backward_torch(dy2, y2, x2, weight, need_x, need_w, need_b)
-        elif use_triton_backward(M, N, K, x.dtype):
-            grad_x, grad_w, grad_b = _backward_triton(dy2, y2, x2, weight, need_x, need_w, need_b)
         else:
-            grad_x, grad_w, grad_b = _backward_cublas(dy2, y2, x2, weight, need_x, need_w, need_b)
+            try:
+                if use_triton_backward(M, N, K, x.dtype):
+                    grad_x, grad_w, grad_b = _backward_triton(dy2, y2, x2, weight, need_x, need_w, need_b)
+                else:
+                    grad_x, grad_w, grad_b = _backward_cublas(dy2, y2, x2, weight, need_x, need_w, need_b)
+            except common.KERNEL_ERRORS as e:  # a kernel cannot be built or loaded on this GPU: torch's ops
+                common.kernel_failed("linear_relu backward", e)
+                grad_x, grad_w, grad_b = _backward_torch(dy2, y2, x2, weight, need_x, need_w, need_b)
         if grad_x is not None:
             grad_x = grad_x.view(x.shape)
         return grad_x, grad_w, grad_b, None

@@ -34,12 +34,14 @@ from torch import Tensor
 from tritonpatch.kernels import softmax as _k
 from tritonpatch.ops.common import (
     FLOAT_DTYPES,
+    KERNEL_ERRORS,
     autocast_reason,
     cdiv,
     clamp,
     device_reason,
     dtype_reason,
     interpreting,
+    kernel_failed,
     launcher,
     new_output,
     new_output_like,
@@ -384,7 +386,11 @@ class _SoftmaxFunction(torch.autograd.Function):
             # create_graph=True: torch's backward formula, differentiable again (y is this node's output,
             # so a double backward flows through it)
             return torch.ops.aten._softmax_backward_data(dy, y, ctx.d, y.dtype).to(ctx.x_dtype), None, None
-        return _backward(y, dy, ctx.d, ctx.x_dtype), None, None
+        try:
+            return _backward(y, dy, ctx.d, ctx.x_dtype), None, None
+        except KERNEL_ERRORS as e:  # the kernel cannot be built or loaded on this GPU: torch's formula
+            kernel_failed("softmax backward", e)
+            return torch.ops.aten._softmax_backward_data(dy, y, ctx.d, y.dtype).to(ctx.x_dtype), None, None
 
 
 def softmax(x: Tensor, dim: int, dtype: torch.dtype | None = None) -> Tensor:
