@@ -140,9 +140,10 @@ def without_autocast(device_type: str, fn: Callable[[], Any]) -> Any:
 
 def weight_and_bias(module: nn.Module) -> tuple[Any, Any]:
     """``(module.weight, module.bias)`` (each a Parameter or None), read from ``module._parameters``
-    directly where registered there: ``nn.Module.__getattr__`` costs 0.33 us per access (both: 0.26 us
-    here; H200 host, 2026-12-01, ``benchmarks/probe_fallback_cost.py --only parts``), on every patched call. A name that is not a registered parameter (a parametrization's property, a plain
-    attribute) goes through ``getattr``."""
+    directly where registered there: ``nn.Module.__getattr__`` costs 0.33 us per access, on every patched
+    call (both here: 0.26 us; H200 host, 2026-12-01, ``benchmarks/probe_fallback_cost.py --only parts``).
+    A name that is not a registered parameter (a parametrization's property, a plain attribute) goes
+    through ``getattr``."""
     params = module._parameters
     weight = params["weight"] if "weight" in params else module.weight
     bias = params["bias"] if "bias" in params else module.bias
@@ -230,7 +231,7 @@ class LayerNormBehaviour(_PatchedModule):
                                            lambda: torch_layer_norm(input, shape, weight, bias, eps))
                 state.record.count(reason)
                 # what nn.LayerNorm.forward runs (the plan takes no class that overrides it), with the
-                # parameters already read: ~1 us per Module.__getattr__ saved on every fallback
+                # parameters already read (see weight_and_bias)
                 return torch_layer_norm(input, shape, weight, bias, eps)
             return dispatch(
                 state, reason,
