@@ -418,3 +418,52 @@ def test_patched_tiny_model_compiles_fullgraph_and_matches(device):
     assert sorted(_tp_ops(fw)) == ["layer_norm_fwd", "softmax_fwd"]
     assert sorted(_tp_ops(bw)) == ["layer_norm_bwd", "softmax_bwd"]
     assert type(model.norm) is nn.LayerNorm and type(model.mlp[1]) is nn.ReLU and F.softmax is softmax
+
+
+def _kernel_cannot_run(*args, **kwargs):
+    from triton.runtime.errors import OutOfResources
+    raise OutOfResources(393344, 232448, "shared memory")
+
+
+@pytest.mark.parametrize("where", ["forward", "backward"])
+def test_custom_ops_fall_back_when_a_kernel_cannot_run(device, monkeypatch, where):
+    """Inside a compiled graph the custom ops run eagerly: a Triton kernel that cannot be built or loaded
+    on this GPU (OutOfResources here) makes the op compute with torch instead, forward or backward; the
+    results match a float64 reference at the fp32 tolerance, in the fake implementation's layout."""
+    from tests.numerics import FP32_TOL, rel_err
+    from tritonpatch.ops import common
+
+    monkeypatch.setattr(common.SETTINGS, "linear_relu", "triton")
+    if where == "forward":
+        for module, name in ((layer_norm_op, "forward_rows"), (softmax_op, "_forward"), (linear_relu_op, "_forward")):
+            monkeypatch.setattr(module, name, _kernel_cannot_run)
+    else:
+        for module, name in ((layer_norm_op, "backward_rows"), (softmax_op, "_backward")):
+            monkeypatch.setattr(module, name, _kernel_cannot_run)
+    x = torch.randn(5, 3, 24, device=device, requires_grad=True)
+    w = torch.randn(24, device=device, requires_grad=True)
+    b = torch.randn(24, device=device, requires_grad=True)
+    wl = torch.randn(16, 24, device=device, requires_grad=True)
+    dy = torch.randn(5, 3, 24, device=device)
+    leaves = (x, w, b, wl)
+    cases = {
+        "layer_norm": (lambda x_, w_, b_, wl_: OPS.layer_norm_fwd(x_, [24], w_, b_, 1e-5, True)[0],
+                       lambda x_, w_, b_, wl_: F.layer_norm(x_, (24,), w_, b_, 1e-5)),
+        "softmax": (lambda x_, w_, b_, wl_: OPS.softmax_fwd(x_, 2, torch.float32),
+                    lambda x_, w_, b_, wl_: torch.softmax(x_, 2)),
+        "linear_relu": (lambda x_, w_, b_, wl_: OPS.linear_relu_fwd(x_, wl_, None),
+                        lambda x_, w_, b_, wl_: torch.relu(F.linear(x_, wl_))),
+    }
+    for kind, (ours, ref) in cases.items():
+        got = ours(*leaves)
+        want = ref(*(t.detach().double().requires_grad_() for t in leaves))
+        assert got.is_contiguous() and got.dtype == torch.float32, kind
+        assert rel_err(got, want) <= FP32_TOL, kind
+        g_out = dy if kind != "linear_relu" else torch.randn_like(got)
+        used = [i for i, t in enumerate(torch.autograd.grad(ref(*leaves), leaves, g_out, allow_unused=True))
+                if t is not None]
+        got_grads = torch.autograd.grad(got, [leaves[i] for i in used], g_out)
+        want_leaves = [t.detach().double().requires_grad_() for t in leaves]
+        want_grads = torch.autograd.grad(ref(*want_leaves), [want_leaves[i] for i in used], g_out.double())
+        for i, g, wg in zip(used, got_grads, want_grads):
+            assert rel_err(g, wg) <= FP32_TOL, (kind, i)

@@ -90,7 +90,12 @@ def _layer_norm_fwd(x: Tensor, normalized_shape: List[int], weight: Optional[Ten
     n = math.prod(normalized_shape)
     w = weight.reshape(n).contiguous() if weight is not None else None
     b = bias.reshape(n).contiguous() if bias is not None else None
-    y, mean, rstd = layer_norm_op.forward_rows(x, n, w, b, eps, store_stats)
+    try:
+        y, mean, rstd = layer_norm_op.forward_rows(x, n, w, b, eps, store_stats)
+    except common.KERNEL_ERRORS as e:  # the kernel cannot be built or loaded on this GPU: torch's op
+        common.kernel_failed("layer_norm (compiled)", e)
+        y, mean, rstd = torch.native_layer_norm(x, normalized_shape, weight, bias, eps)
+        y, mean, rstd = y.contiguous(), mean.float().reshape(-1), rstd.float().reshape(-1)
     if not store_stats:
         mean, rstd = (x.new_empty((0,), dtype=torch.float32) for _ in range(2))  # outputs may not alias
     return y, mean, rstd
@@ -103,10 +108,33 @@ def _layer_norm_bwd(dy: Tensor, x: Tensor, normalized_shape: List[int], weight: 
     """(dx in x's shape, dweight and dbias in ``normalized_shape``), each (0,) when not needed."""
     n = math.prod(normalized_shape)
     w = weight.reshape(n).contiguous() if weight is not None else None
-    dx, dw, db = layer_norm_op.backward_rows(x, dy, n, w, mean, rstd, need_dx, need_dw, need_db, x.dtype)
+    try:
+        dx, dw, db = layer_norm_op.backward_rows(x, dy, n, w, mean, rstd, need_dx, need_dw, need_db, x.dtype)
+    except common.KERNEL_ERRORS as e:  # the kernel cannot be built or loaded on this GPU: torch's ops
+        common.kernel_failed("layer_norm backward (compiled)", e)
+        dx, dw, db = _layer_norm_bwd_torch(dy, x, n, w, mean, rstd, need_dx, need_dw, need_db)
     return (dx if dx is not None else _empty_like_absent(x),
             dw.view(normalized_shape) if dw is not None else _empty_like_absent(x),
             db.view(normalized_shape) if db is not None else _empty_like_absent(x))
+
+
+def _layer_norm_bwd_torch(dy: Tensor, x: Tensor, n: int, w: Optional[Tensor], mean: Tensor, rstd: Tensor,
+                         need_dx: bool, need_dw: bool, need_db: bool) -> Tuple[Optional[Tensor], ...]:
+    """The LayerNorm backward in torch ops, from the forward's fp32 mean and rstd (M,): with rows of n,
+    xhat = (x - mean) * rstd, g = dy * w, dx = rstd * (g - xhat * mean(g * xhat) - mean(g)),
+    dw = sum_rows(dy * xhat), db = sum_rows(dy); dx in x's shape and dtype, dw, db (n,) in x's dtype."""
+    x2, dy2 = x.reshape(-1, n).float(), dy.reshape(-1, n).float()
+    xhat = (x2 - mean[:, None]) * rstd[:, None]
+    g = dy2 * w.float() if w is not None else dy2
+    dx = dw = db = None
+    if need_dx:
+        c1, c2 = (g * xhat).mean(1, keepdim=True), g.mean(1, keepdim=True)
+        dx = (rstd[:, None] * (g - xhat * c1 - c2)).to(x.dtype).reshape(x.shape)
+    if need_dw:
+        dw = (dy2 * xhat).sum(0).to(x.dtype)
+    if need_db:
+        db = dy2.sum(0).to(x.dtype)
+    return dx, dw, db
 
 
 def _layer_norm_rows(x: Tensor, normalized_shape: List[int]) -> Any:
@@ -143,13 +171,21 @@ def _layer_norm_backward(ctx: Any, dy: Tensor, _dmean: Any, _drstd: Any) -> Tupl
 @_custom_op("tritonpatch::softmax_fwd")
 def _softmax_fwd(x: Tensor, dim: int, dtype: torch.dtype) -> Tensor:
     """y = softmax(x.to(dtype), dim), contiguous; ``dim`` >= 0 (0 for a 0-d x)."""
-    return softmax_op._forward(x, dim, dtype)
+    try:
+        return softmax_op._forward(x, dim, dtype)
+    except common.KERNEL_ERRORS as e:  # the kernel cannot be built or loaded on this GPU: torch's op
+        common.kernel_failed("softmax (compiled)", e)
+        return torch.softmax(x, dim, dtype=dtype).contiguous()
 
 
 @_custom_op("tritonpatch::softmax_bwd")
 def _softmax_bwd(y: Tensor, dy: Tensor, dim: int, dx_dtype: torch.dtype) -> Tensor:
     """dx = y * (dy - sum(dy * y, dim)) in ``dx_dtype``, from the forward's output y."""
-    return softmax_op._backward(y.contiguous(), dy, dim, dx_dtype)
+    try:
+        return softmax_op._backward(y.contiguous(), dy, dim, dx_dtype)
+    except common.KERNEL_ERRORS as e:  # the kernel cannot be built or loaded on this GPU: torch's formula
+        common.kernel_failed("softmax backward (compiled)", e)
+        return torch.ops.aten._softmax_backward_data(dy, y, dim, y.dtype).to(dx_dtype).contiguous()
 
 
 def _softmax_setup(ctx: Any, inputs: Tuple[Any, ...], output: Tensor) -> None:
@@ -172,7 +208,11 @@ def _softmax_backward(ctx: Any, dy: Tensor) -> Tuple[Optional[Tensor], None, Non
 @_custom_op("tritonpatch::linear_relu_fwd")
 def _linear_relu_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     """relu(x @ weight^T + bias): x (..., K), weight (N, K), bias (N,) or None -> (..., N) in x's dtype."""
-    return linear_relu_op._fused(x, weight, bias, linear_relu_op.forward_provider(x))
+    try:
+        return linear_relu_op._fused(x, weight, bias, linear_relu_op.forward_provider(x))
+    except common.KERNEL_ERRORS as e:  # the kernel cannot be built or loaded on this GPU: torch's ops
+        common.kernel_failed("linear_relu (compiled)", e)
+        return torch.relu(torch.nn.functional.linear(x, weight, bias)).contiguous()
 
 
 def _linear_relu_setup(ctx: Any, inputs: Tuple[Any, ...], output: Tensor) -> None:
