@@ -438,7 +438,7 @@ def test_custom_ops_fall_back_when_a_kernel_cannot_run(device, monkeypatch, wher
         for module, name in ((layer_norm_op, "forward_rows"), (softmax_op, "_forward"), (linear_relu_op, "_forward")):
             monkeypatch.setattr(module, name, _kernel_cannot_run)
     else:
-        for module, name in ((layer_norm_op, "backward_rows"), (softmax_op, "_backward")):
+        for module, name in ((layer_norm_op, "_backward_rows_triton"), (softmax_op, "_backward_triton")):
             monkeypatch.setattr(module, name, _kernel_cannot_run)
     x = torch.randn(5, 3, 24, device=device, requires_grad=True)
     w = torch.randn(24, device=device, requires_grad=True)

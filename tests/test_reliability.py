@@ -313,7 +313,7 @@ def test_a_kernel_that_cannot_run_here_falls_back_to_torch(device, monkeypatch, 
         for module, name in ((ln_op, "forward_rows"), (sm_op, "_forward"), (lr_op, "_forward")):
             monkeypatch.setattr(module, name, _kernel_cannot_run)
     else:
-        for module, name in ((ln_op, "backward_rows"), (sm_op, "_backward"), (lr_op, "relu_grad")):
+        for module, name in ((ln_op, "_backward_rows_triton"), (sm_op, "_backward_triton"), (lr_op, "relu_grad")):
             monkeypatch.setattr(module, name, _kernel_cannot_run)
     torch.manual_seed(0)
     block = Block().to(device)

@@ -267,13 +267,46 @@ def _bwd_plan(m: int, n: int, rs_x: int, rs_dy: int, x_dtype: torch.dtype, dy_dt
     return _BwdPlan(fused, g, stats, main, reduce)
 
 
-@launcher
 def backward_rows(x: torch.Tensor, dy: torch.Tensor, n: int, w: torch.Tensor | None, mean: torch.Tensor,
                   rstd: torch.Tensor, need_dx: bool, need_dw: bool, need_db: bool, param_dtype: torch.dtype
                   ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """The backward for ``x`` and ``dy`` of one shape, normalised over their trailing n elements, with the
     forward's fp32 ``mean`` and ``rstd`` (M,): dx in x's shape and dtype (contiguous), dw and db (n,) in
-    ``param_dtype``; None where not needed. w: contiguous (n,) or None."""
+    ``param_dtype``; None where not needed. w: contiguous (n,) or None.
+
+    On Triton; where a kernel cannot be built or loaded on this GPU (:data:`KERNEL_ERRORS`), in torch ops
+    from the same mean and rstd (:func:`_backward_rows_torch`)."""
+    try:
+        return _backward_rows_triton(x, dy, n, w, mean, rstd, need_dx, need_dw, need_db, param_dtype)
+    except KERNEL_ERRORS as e:
+        kernel_failed("layer_norm backward", e)
+        return _backward_rows_torch(x, dy, n, w, mean, rstd, need_dx, need_dw, need_db, param_dtype)
+
+
+def _backward_rows_torch(x: torch.Tensor, dy: torch.Tensor, n: int, w: torch.Tensor | None, mean: torch.Tensor,
+                         rstd: torch.Tensor, need_dx: bool, need_dw: bool, need_db: bool, param_dtype: torch.dtype
+                         ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """:func:`backward_rows` in torch ops, in fp32: per row of n, xhat = (x - mean) * rstd, g = dy * w,
+    dx = rstd * (g - xhat * mean(g * xhat) - mean(g)); dw = sum_rows(dy * xhat), db = sum_rows(dy)."""
+    x2, dy2 = x.reshape(-1, n).float(), dy.reshape(-1, n).float()
+    xhat = (x2 - mean[:, None]) * rstd[:, None]
+    g = dy2 * w.float() if w is not None else dy2
+    dx = dw = db = None
+    if need_dx:
+        c1, c2 = (g * xhat).mean(1, keepdim=True), g.mean(1, keepdim=True)
+        dx = (rstd[:, None] * (g - xhat * c1 - c2)).to(x.dtype).reshape(x.shape)
+    if need_dw:
+        dw = (dy2 * xhat).sum(0).to(param_dtype)
+    if need_db:
+        db = dy2.sum(0).to(param_dtype)
+    return dx, dw, db
+
+
+@launcher
+def _backward_rows_triton(x: torch.Tensor, dy: torch.Tensor, n: int, w: torch.Tensor | None, mean: torch.Tensor,
+                          rstd: torch.Tensor, need_dx: bool, need_dw: bool, need_db: bool, param_dtype: torch.dtype
+                          ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """:func:`backward_rows`'s launches."""
     x2, m, rs_x = _rows(x, n)
     dy2, _, rs_dy = _rows(dy, n)
     dx = new_output_like(x) if need_dx else None
@@ -352,13 +385,8 @@ class _LayerNormFunction(torch.autograd.Function):
                     None, None)
         mean, rstd = ctx.stats
         need_dx, need_dw, need_db = ctx.needs_input_grad[:3]
-        try:
-            dx, dw, db = backward_rows(x, dy, n, _param_row(weight, n), mean, rstd, need_dx, need_dw, need_db,
-                                       ctx.param_dtype)
-        except KERNEL_ERRORS as e:  # the kernel cannot be built or loaded on this GPU: torch's backward
-            kernel_failed("layer_norm backward", e)
-            grads = _differentiable_backward(x, ctx.shape, weight, bias, ctx.eps, dy, ctx.needs_input_grad[:3])
-            return (*(None if g is None else g.detach() for g in grads), None, None)
+        dx, dw, db = backward_rows(x, dy, n, _param_row(weight, n), mean, rstd, need_dx, need_dw, need_db,
+                                   ctx.param_dtype)
         # reshape only where the shapes differ (each view costs a few microseconds of CPU per call)
         if dw is not None and dw.shape != ctx.w_shape:
             dw = dw.view(ctx.w_shape)

@@ -108,33 +108,10 @@ def _layer_norm_bwd(dy: Tensor, x: Tensor, normalized_shape: List[int], weight: 
     """(dx in x's shape, dweight and dbias in ``normalized_shape``), each (0,) when not needed."""
     n = math.prod(normalized_shape)
     w = weight.reshape(n).contiguous() if weight is not None else None
-    try:
-        dx, dw, db = layer_norm_op.backward_rows(x, dy, n, w, mean, rstd, need_dx, need_dw, need_db, x.dtype)
-    except common.KERNEL_ERRORS as e:  # the kernel cannot be built or loaded on this GPU: torch's ops
-        common.kernel_failed("layer_norm backward (compiled)", e)
-        dx, dw, db = _layer_norm_bwd_torch(dy, x, n, w, mean, rstd, need_dx, need_dw, need_db)
+    dx, dw, db = layer_norm_op.backward_rows(x, dy, n, w, mean, rstd, need_dx, need_dw, need_db, x.dtype)
     return (dx if dx is not None else _empty_like_absent(x),
             dw.view(normalized_shape) if dw is not None else _empty_like_absent(x),
             db.view(normalized_shape) if db is not None else _empty_like_absent(x))
-
-
-def _layer_norm_bwd_torch(dy: Tensor, x: Tensor, n: int, w: Optional[Tensor], mean: Tensor, rstd: Tensor,
-                         need_dx: bool, need_dw: bool, need_db: bool) -> Tuple[Optional[Tensor], ...]:
-    """The LayerNorm backward in torch ops, from the forward's fp32 mean and rstd (M,): with rows of n,
-    xhat = (x - mean) * rstd, g = dy * w, dx = rstd * (g - xhat * mean(g * xhat) - mean(g)),
-    dw = sum_rows(dy * xhat), db = sum_rows(dy); dx in x's shape and dtype, dw, db (n,) in x's dtype."""
-    x2, dy2 = x.reshape(-1, n).float(), dy.reshape(-1, n).float()
-    xhat = (x2 - mean[:, None]) * rstd[:, None]
-    g = dy2 * w.float() if w is not None else dy2
-    dx = dw = db = None
-    if need_dx:
-        c1, c2 = (g * xhat).mean(1, keepdim=True), g.mean(1, keepdim=True)
-        dx = (rstd[:, None] * (g - xhat * c1 - c2)).to(x.dtype).reshape(x.shape)
-    if need_dw:
-        dw = (dy2 * xhat).sum(0).to(x.dtype)
-    if need_db:
-        db = dy2.sum(0).to(x.dtype)
-    return dx, dw, db
 
 
 def _layer_norm_rows(x: Tensor, normalized_shape: List[int]) -> Any:
@@ -181,11 +158,7 @@ def _softmax_fwd(x: Tensor, dim: int, dtype: torch.dtype) -> Tensor:
 @_custom_op("tritonpatch::softmax_bwd")
 def _softmax_bwd(y: Tensor, dy: Tensor, dim: int, dx_dtype: torch.dtype) -> Tensor:
     """dx = y * (dy - sum(dy * y, dim)) in ``dx_dtype``, from the forward's output y."""
-    try:
-        return softmax_op._backward(y.contiguous(), dy, dim, dx_dtype)
-    except common.KERNEL_ERRORS as e:  # the kernel cannot be built or loaded on this GPU: torch's formula
-        common.kernel_failed("softmax backward (compiled)", e)
-        return torch.ops.aten._softmax_backward_data(dy, y, dim, y.dtype).to(dx_dtype).contiguous()
+    return softmax_op._backward(y.contiguous(), dy, dim, dx_dtype)
 
 
 def _softmax_setup(ctx: Any, inputs: Tuple[Any, ...], output: Tensor) -> None:

@@ -350,9 +350,25 @@ def _bwd_plan(shape: tuple[int, ...], dy_strides: tuple[int, ...], d: int, y_dty
                             D_R_UNIT=dsr == 1, D_P_UNIT=dsi == 1, SOFT_BF16=soft), nw, device=dev)
 
 
-@launcher
 def _backward(y: Tensor, dy: Tensor, d: int, dx_dtype: torch.dtype) -> Tensor:
-    """dx = y * (dy - sum(dy * y, d)) in ``dx_dtype``; y contiguous (the forward's output), dy any layout."""
+    """dx = y * (dy - sum(dy * y, d)) in ``dx_dtype``, contiguous; y contiguous (the forward's output), dy
+    any layout. On Triton; where the kernel cannot be built or loaded on this GPU (:data:`KERNEL_ERRORS`),
+    torch's formula (:func:`_backward_torch`)."""
+    try:
+        return _backward_triton(y, dy, d, dx_dtype)
+    except KERNEL_ERRORS as e:
+        kernel_failed("softmax backward", e)
+        return _backward_torch(y, dy, d, dx_dtype).contiguous()
+
+
+def _backward_torch(y: Tensor, dy: Tensor, d: int, dx_dtype: torch.dtype) -> Tensor:
+    """:func:`_backward` by torch's own backward op (differentiable: a double backward flows through y)."""
+    return torch.ops.aten._softmax_backward_data(dy, y, d, y.dtype).to(dx_dtype)
+
+
+@launcher
+def _backward_triton(y: Tensor, dy: Tensor, d: int, dx_dtype: torch.dtype) -> Tensor:
+    """:func:`_backward`'s launch."""
     dx = new_output_like(y, dx_dtype)
     if y.numel() == 0:
         return dx
@@ -385,12 +401,8 @@ class _SoftmaxFunction(torch.autograd.Function):
         if torch.is_grad_enabled():
             # create_graph=True: torch's backward formula, differentiable again (y is this node's output,
             # so a double backward flows through it)
-            return torch.ops.aten._softmax_backward_data(dy, y, ctx.d, y.dtype).to(ctx.x_dtype), None, None
-        try:
-            return _backward(y, dy, ctx.d, ctx.x_dtype), None, None
-        except KERNEL_ERRORS as e:  # the kernel cannot be built or loaded on this GPU: torch's formula
-            kernel_failed("softmax backward", e)
-            return torch.ops.aten._softmax_backward_data(dy, y, ctx.d, y.dtype).to(ctx.x_dtype), None, None
+            return _backward_torch(y, dy, ctx.d, ctx.x_dtype), None, None
+        return _backward(y, dy, ctx.d, ctx.x_dtype), None, None
 
 
 def softmax(x: Tensor, dim: int, dtype: torch.dtype | None = None) -> Tensor:

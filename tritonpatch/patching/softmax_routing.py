@@ -27,6 +27,7 @@ from .. import layers
 from ..ops import library
 from .function_swap import FunctionSwap
 
+
 class _Busy(threading.local):
     """Per thread: True while a routed softmax call runs (a class default, so reading never raises)."""
 
