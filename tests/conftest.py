@@ -32,6 +32,16 @@ def device() -> str:
     return DEVICE
 
 
+@pytest.fixture
+def kernel_cannot_run():
+    """A stand-in for a Triton launch on a GPU that cannot run the kernel: it raises OutOfResources, as
+    a kernel needing more shared memory than the GPU has does (monkeypatch it over a launch)."""
+    def launch(*args, **kwargs):
+        from triton.runtime.errors import OutOfResources
+        raise OutOfResources(393344, 232448, "shared memory")
+    return launch
+
+
 @pytest.fixture(autouse=True)
 def _fresh_seed():
     """A different but reproducible seed per test; tests draw fresh random inputs, never zeros."""

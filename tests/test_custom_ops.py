@@ -420,13 +420,8 @@ def test_patched_tiny_model_compiles_fullgraph_and_matches(device):
     assert type(model.norm) is nn.LayerNorm and type(model.mlp[1]) is nn.ReLU and F.softmax is softmax
 
 
-def _kernel_cannot_run(*args, **kwargs):
-    from triton.runtime.errors import OutOfResources
-    raise OutOfResources(393344, 232448, "shared memory")
-
-
 @pytest.mark.parametrize("where", ["forward", "backward"])
-def test_custom_ops_fall_back_when_a_kernel_cannot_run(device, monkeypatch, where):
+def test_custom_ops_fall_back_when_a_kernel_cannot_run(device, monkeypatch, kernel_cannot_run, where):
     """Inside a compiled graph the custom ops run eagerly: a Triton kernel that cannot be built or loaded
     on this GPU (OutOfResources here) makes the op compute with torch instead, forward or backward; the
     results match a float64 reference at the fp32 tolerance, in the fake implementation's layout."""
@@ -436,10 +431,10 @@ def test_custom_ops_fall_back_when_a_kernel_cannot_run(device, monkeypatch, wher
     monkeypatch.setattr(common.SETTINGS, "linear_relu", "triton")
     if where == "forward":
         for module, name in ((layer_norm_op, "forward_rows"), (softmax_op, "_forward"), (linear_relu_op, "_forward")):
-            monkeypatch.setattr(module, name, _kernel_cannot_run)
+            monkeypatch.setattr(module, name, kernel_cannot_run)
     else:
         for module, name in ((layer_norm_op, "_backward_rows_triton"), (softmax_op, "_backward_triton")):
-            monkeypatch.setattr(module, name, _kernel_cannot_run)
+            monkeypatch.setattr(module, name, kernel_cannot_run)
     x = torch.randn(5, 3, 24, device=device, requires_grad=True)
     w = torch.randn(24, device=device, requires_grad=True)
     b = torch.randn(24, device=device, requires_grad=True)

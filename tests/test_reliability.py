@@ -291,13 +291,8 @@ def test_tensors_reason_agrees_with_the_checks_it_shortcuts(device):
     assert None in seen and len(seen) >= 5  # the cases reach both outcomes and several reasons
 
 
-def _kernel_cannot_run(*args, **kwargs):
-    from triton.runtime.errors import OutOfResources
-    raise OutOfResources(393344, 232448, "shared memory")
-
-
 @pytest.mark.parametrize("where", ["forward", "backward"])
-def test_a_kernel_that_cannot_run_here_falls_back_to_torch(device, monkeypatch, where):
+def test_a_kernel_that_cannot_run_here_falls_back_to_torch(device, monkeypatch, kernel_cannot_run, where):
     """A Triton kernel that cannot be built or loaded on this GPU (here: OutOfResources, as for a kernel
     needing more shared memory than the GPU has) never reaches the user's model: in the forward, torch
     runs the call and every later call of that layer, counted with KERNEL_FAILED; in the backward, torch's
@@ -311,10 +306,10 @@ def test_a_kernel_that_cannot_run_here_falls_back_to_torch(device, monkeypatch, 
     monkeypatch.setattr(common.SETTINGS, "linear_relu", "triton")
     if where == "forward":
         for module, name in ((ln_op, "forward_rows"), (sm_op, "_forward"), (lr_op, "_forward")):
-            monkeypatch.setattr(module, name, _kernel_cannot_run)
+            monkeypatch.setattr(module, name, kernel_cannot_run)
     else:
         for module, name in ((ln_op, "_backward_rows_triton"), (sm_op, "_backward_triton"), (lr_op, "relu_grad")):
-            monkeypatch.setattr(module, name, _kernel_cannot_run)
+            monkeypatch.setattr(module, name, kernel_cannot_run)
     torch.manual_seed(0)
     block = Block().to(device)
     x = torch.randn(6, 16, device=device)
