@@ -17,9 +17,9 @@ it hang); G = (blocks per SM from the compiled kernel's registers and shared mem
 to a multiple of K. Tile t = round * G + pid; a row's K tiles fall in one round on K consecutive programs.
 
 Variants: ``v1`` (the barrier reads the generation word at every arrival), ``v3`` (read once per launch
-and counted locally), ``v3+pf`` (the next round's chunk loaded while waiting). ``coop_fwd2``/``coop_bwd2``
-(a count never reset, each barrier adding K) are kept for the record and not run: they hung once a
-launch with another K reused the counters. Prints per shape: torch, the shipped kernel, a copy of the
+and counted locally), ``v3+pf`` (the next round's chunk loaded while waiting). A first run also had kernels
+whose barrier count was never reset (each barrier adding K): they hung once a launch with another K
+reused the counters, and were removed (``results_2026-12-01/session11/sweep_softmax_coop_hang.txt``). Prints per shape: torch, the shipped kernel, a copy of the
 same bytes, then each (variant, CHUNK, num_warps) candidate with the blocks per SM it got and its
 registers, as us and % of the 1 GiB copy ceiling; each is checked against a float64 reference (output
 poisoned first). Results and the reading: BENCHMARKS.md, "Found, not shipped: wide softmax rows split
@@ -34,25 +34,8 @@ import triton
 import triton.language as tl
 from triton.testing import do_bench
 
+from tritonpatch.kernels.softmax import _row_group_barrier as _group_barrier  # v1's barrier, as shipped
 from tritonpatch.ops import softmax as S
-
-
-@triton.jit
-def _group_barrier(bar_ptr, slot, K: tl.constexpr):
-    """Wait until the K programs of group ``slot`` have all arrived (sense-reversing: count, generation)."""
-    cnt = bar_ptr + 2 * slot
-    gen = cnt + 1
-    tl.debug_barrier()  # every thread's writes before the arrival
-    g0 = tl.atomic_add(gen, 0, sem="acquire")
-    old = tl.atomic_add(cnt, 1, sem="acq_rel")
-    if old == K - 1:
-        tl.atomic_xchg(cnt, 0, sem="relaxed")
-        tl.atomic_add(gen, 1, sem="release")
-    else:
-        g = tl.atomic_add(gen, 0, sem="acquire")
-        while g == g0:
-            g = tl.atomic_add(gen, 0, sem="acquire")
-    tl.debug_barrier()
 
 
 @triton.jit
@@ -110,99 +93,6 @@ def coop_bwd(y_ptr, dy_ptr, dx_ptr, part_ptr, bar_ptr, n_cols, stride, n_tiles,
             _group_barrier(bar_ptr, slot, K)
             dot = tl.sum(tl.load(buf + slot * K + ks, mask=ks < K, other=0.0, volatile=True), axis=0)
             tl.store(dx_ptr + base + cols, (y * (dy - dot)).to(dx_ptr.dtype.element_ty), mask=cmask)
-
-
-@triton.jit
-def _arrive_and_wait(cnt_ptr, K: tl.constexpr):
-    """Monotonic int64 count per group (never reset; each barrier adds K): arrive, return the target."""
-    tl.debug_barrier()
-    old = tl.atomic_add(cnt_ptr, 1, sem="acq_rel")
-    return (old // K + 1) * K
-
-
-@triton.jit
-def _wait(cnt_ptr, target):
-    c = tl.atomic_add(cnt_ptr, 0, sem="acquire")
-    while c < target:
-        c = tl.atomic_add(cnt_ptr, 0, sem="acquire")
-    tl.debug_barrier()
-
-
-@triton.jit
-def coop_fwd2(x_ptr, y_ptr, part_ptr, cnt_ptr, n_cols, stride_x, stride_y, n_tiles,
-              K: tl.constexpr, KP: tl.constexpr, CHUNK: tl.constexpr, PREFETCH: tl.constexpr):
-    """coop_fwd with one atomic per arrival (monotonic count) and, with PREFETCH, the next round's chunk
-    loaded while waiting."""
-    pid = tl.program_id(0)
-    G = tl.num_programs(0)
-    slot = pid // K
-    cols = (pid % K) * CHUNK + tl.arange(0, CHUNK)
-    cmask = cols < n_cols
-    ks = tl.arange(0, KP)
-    cnt = cnt_ptr + slot
-    x = tl.load(x_ptr + (pid // K).to(tl.int64) * stride_x + cols, mask=cols < tl.where(pid < n_tiles, n_cols, 0),
-                other=-float("inf")).to(tl.float32)
-    for t in range(0, tl.cdiv(n_tiles, G)):
-        tile = t * G + pid
-        if tile < n_tiles:
-            row = (tile // K).to(tl.int64)
-            if not PREFETCH:
-                x = tl.load(x_ptr + row * stride_x + cols, mask=cmask, other=-float("inf")).to(tl.float32)
-            m = tl.max(x, axis=0)
-            m_ref = tl.where(m == -float("inf"), 0.0, m)
-            p = tl.exp(x - m_ref)
-            s = tl.sum(p, axis=0)
-            buf = part_ptr + (t % 2) * 2 * G
-            tl.store(buf + pid, m)
-            tl.store(buf + G + pid, s)
-            target = _arrive_and_wait(cnt, K)
-            if PREFETCH:
-                nrow = ((tile + G) // K).to(tl.int64)
-                x = tl.load(x_ptr + nrow * stride_x + cols, mask=cols < tl.where(tile + G < n_tiles, n_cols, 0),
-                            other=-float("inf")).to(tl.float32)
-            _wait(cnt, target)
-            ms = tl.load(buf + slot * K + ks, mask=ks < K, other=-float("inf"), volatile=True)
-            ss = tl.load(buf + G + slot * K + ks, mask=ks < K, other=0.0, volatile=True)
-            M = tl.max(ms, axis=0)
-            S_ = tl.sum(ss * tl.exp(ms - M), axis=0)
-            scale = tl.where(m == -float("inf"), 0.0, tl.exp(m_ref - M)) / S_
-            tl.store(y_ptr + row * stride_y + cols, (p * scale).to(y_ptr.dtype.element_ty), mask=cmask)
-
-
-@triton.jit
-def coop_bwd2(y_ptr, dy_ptr, dx_ptr, part_ptr, cnt_ptr, n_cols, stride, n_tiles,
-              K: tl.constexpr, KP: tl.constexpr, CHUNK: tl.constexpr, PREFETCH: tl.constexpr):
-    pid = tl.program_id(0)
-    G = tl.num_programs(0)
-    slot = pid // K
-    cols = (pid % K) * CHUNK + tl.arange(0, CHUNK)
-    cmask = cols < n_cols
-    ks = tl.arange(0, KP)
-    cnt = cnt_ptr + slot
-    first = (pid // K).to(tl.int64) * stride + cols
-    fm = cols < tl.where(pid < n_tiles, n_cols, 0)
-    y = tl.load(y_ptr + first, mask=fm, other=0.0).to(tl.float32)
-    dy = tl.load(dy_ptr + first, mask=fm, other=0.0).to(tl.float32)
-    for t in range(0, tl.cdiv(n_tiles, G)):
-        tile = t * G + pid
-        if tile < n_tiles:
-            base = (tile // K).to(tl.int64) * stride
-            if not PREFETCH:
-                y = tl.load(y_ptr + base + cols, mask=cmask, other=0.0).to(tl.float32)
-                dy = tl.load(dy_ptr + base + cols, mask=cmask, other=0.0).to(tl.float32)
-            buf = part_ptr + (t % 2) * G
-            tl.store(buf + pid, tl.sum(y * dy, axis=0))
-            target = _arrive_and_wait(cnt, K)
-            yc = y
-            dyc = dy
-            if PREFETCH:
-                nb = ((tile + G) // K).to(tl.int64) * stride
-                nm = cols < tl.where(tile + G < n_tiles, n_cols, 0)
-                y = tl.load(y_ptr + nb + cols, mask=nm, other=0.0).to(tl.float32)
-                dy = tl.load(dy_ptr + nb + cols, mask=nm, other=0.0).to(tl.float32)
-            _wait(cnt, target)
-            dot = tl.sum(tl.load(buf + slot * K + ks, mask=ks < K, other=0.0, volatile=True), axis=0)
-            tl.store(dx_ptr + base + cols, (yc * (dyc - dot)).to(dx_ptr.dtype.element_ty), mask=cmask)
 
 
 @triton.jit
@@ -334,11 +224,8 @@ SHAPES = [(512, 65536, torch.bfloat16), (1024, 32768, torch.bfloat16), (2048, 16
 CANDIDATES = [(2048, 4), (4096, 4), (4096, 8), (8192, 8)]
 SMS = torch.cuda.get_device_properties(0).multi_processor_count
 _BAR = torch.zeros(2 * 4096, dtype=torch.int32, device="cuda")
-_CNT = torch.zeros(4096, dtype=torch.int64, device="cuda")
 _PART = torch.empty(4 * 8192, dtype=torch.float32, device="cuda")
 #: name -> (kernel, barrier words, extra constexprs)
-#: ("mono" kernels, coop_fwd2/coop_bwd2, hung in the first run: a count left at a multiple of one K is
-#: not one of the next launch's K, so a group's barrier opens early or never; kept for the record, not run.)
 FWD = {"v1": (coop_fwd, _BAR, {"ONE_EXP": True}), "v3": (coop_fwd3, _BAR, {"PREFETCH": False}),
        "v3+pf": (coop_fwd3, _BAR, {"PREFETCH": True})}
 BWD = {"v1": (coop_bwd, _BAR, {}), "v3": (coop_bwd3, _BAR, {"PREFETCH": False}),

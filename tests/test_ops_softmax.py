@@ -5,9 +5,9 @@ given), gradients by float64 autograd. fp32 results must be within 1e-6 relative
 torch's own error in that dtype (tests/numerics.py). Two documented widenings of the fp32 bar, both
 "no worse than 1.5x torch's fp32": gradients whose y*(dy - sum(dy*y)) cancels (bar scaled by that
 condition number), and, under the interpreter only, long reductions over a non-last dim (numpy sums a
-tile's axis 0 sequentially, as torch's CPU kernel does). Every path is run twice: with the default launch
-heuristics and with the module's limits lowered so that small shapes take the looped (wide-row /
-long-reduction) kernels with several chunks.
+tile's axis 0 sequentially, as torch's CPU kernel does). Every path is run three times: with the default
+launch heuristics, with the module's limits lowered so that small shapes take the looped (wide-row /
+long-reduction) kernels with several chunks, and the same with rows split over several programs.
 """
 from __future__ import annotations
 
@@ -26,11 +26,17 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")  # set by c
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy inf-inf in the interpreter
 
 
-@pytest.fixture(params=["single", "looped"])
+@pytest.fixture(params=["single", "looped", "split"])
 def path(request, monkeypatch):
     """'single': default heuristics. 'looped': tiny limits so every shape takes the looped kernels (the strided
-    forward: its split-R kernels, in 16-element chunks; the looped one has its own test below)."""
-    if request.param == "looped":
+    forward: its split-R kernels, in 16-element chunks; the looped one has its own test below), rows never
+    split over programs. 'split': the same limits, and the rows that may be split over programs (fp32,
+    forward and backward) are, on CUDA in chunks of 64 bytes (several per row), under the interpreter
+    (which runs programs one after another) in one chunk per row."""
+    if request.param != "single":
+        monkeypatch.setattr(S, "SPLIT_ROWS", request.param == "split")
+        if not INTERPRET:
+            monkeypatch.setattr(S, "SPLIT_ROWS_CHUNK_BYTES", 64)
         monkeypatch.setattr(S, "MAX_SINGLE_N", 8)
         monkeypatch.setattr(S, "MAX_SINGLE_N_BWD", 8)
         monkeypatch.setattr(S, "LOOP_BLOCK_BYTES", 256)
@@ -195,6 +201,105 @@ def test_wide_rows(dtype, device):
     x = _rand((2, 40000), dtype, device)
     _check_forward(x, -1)
     _check_backward(x, -1)
+
+
+@pytest.mark.parametrize("rows", [1, 1000])
+def test_split_rows_over_many_rounds(rows, device, monkeypatch):
+    """fp32 rows split over programs (SPLIT_ROWS), with more chunks than the persistent grid takes in one
+    round, so every program walks several rounds and reuses its barrier words and partial buffers (two
+    rounds' worth): forward and backward against float64; on CUDA 13 chunks per row (a K that is not a
+    power of two). The barriers' counts are zero after the launch. bf16 rows are not split (measured
+    slower)."""
+    dtype = torch.float32
+    monkeypatch.setattr(S, "MAX_SINGLE_N", 64)
+    monkeypatch.setattr(S, "MAX_SINGLE_N_BWD", 64)
+    if not INTERPRET:
+        monkeypatch.setattr(S, "SPLIT_ROWS_CHUNK_BYTES", 32 * dtype.itemsize)  # 32-element chunks
+    zeros = []
+    real_zeros = torch.zeros
+
+    def zeros_spy(*args, **kwargs):
+        zeros.append(real_zeros(*args, **kwargs))
+        return zeros[-1]
+    monkeypatch.setattr(torch, "zeros", zeros_spy)
+    x = _rand((rows, 400), dtype, device)
+    _check_forward(x, -1)
+    _check_backward(x, -1)
+    plans = [S._bwd_plan(x.shape, x.stride(), 1, dtype, dtype, dtype, x.device, S._bwd_heuristics()),
+             S._fwd_plan(x.shape, x.stride(), 1, dtype, dtype, x.device, S._heuristics())]
+    for plan in plans:
+        assert isinstance(plan, S._RowsSplitLaunch) and plan.main is not None
+        grid, k = plan.main.grid[0], plan.main.constexprs["K"]
+        assert grid % k == 0
+        if rows > 1:
+            assert grid < rows * k, "expected several rounds"
+    by_size = {plan.words: plan for plan in plans}
+    scratches = [z for z in zeros if z.dtype == torch.int32 and z.numel() in by_size]
+    assert len(scratches) >= len(plans), "the split kernels did not run"
+    for scratch in scratches:
+        main = by_size[scratch.numel()].main
+        groups = main.grid[0] // main.constexprs["K"]
+        assert not scratch[0:2 * groups:2].any(), "a barrier's count was left non-zero"
+    xb = x.to(torch.bfloat16)
+    assert not isinstance(S._fwd_plan(xb.shape, xb.stride(), 1, xb.dtype, xb.dtype, xb.device, S._heuristics()),
+                          S._RowsSplitLaunch)
+    assert not isinstance(S._bwd_plan(xb.shape, xb.stride(), 1, xb.dtype, xb.dtype, xb.dtype, xb.device,
+                                      S._bwd_heuristics()), S._RowsSplitLaunch)
+
+
+def test_split_rows_launch_refused_falls_back_to_the_looped_kernel(device, monkeypatch, caplog):
+    """A cooperative launch the driver refuses (RuntimeError) runs the looped kernel for that call and every
+    later call of the plan, logged once; results unchanged."""
+    monkeypatch.setattr(S, "MAX_SINGLE_N", 64)
+    monkeypatch.setattr(S, "MAX_SINGLE_N_BWD", 64)
+    x = _rand((5, 300), torch.float32, device)
+    plan = S._fwd_plan(x.shape, x.stride(), 1, x.dtype, x.dtype, x.device, S._heuristics())
+    assert isinstance(plan, S._RowsSplitLaunch) and plan.main is not None
+
+    class Refused:
+        grid = plan.main.grid
+
+        def __call__(self, *tensors):
+            raise RuntimeError("too many blocks in cooperative launch")
+    monkeypatch.setattr(plan, "main", Refused())
+    with caplog.at_level("WARNING", logger="tritonpatch"):
+        for _ in range(2):
+            _check_forward(x, -1)
+    assert plan.main is None
+    assert sum("cannot be launched here" in r.getMessage() for r in caplog.records) == 1
+
+
+@pytest.mark.skipif(INTERPRET, reason="CUDA only: co-resident programs and CUDA graphs")
+def test_split_rows_by_default_and_in_a_cuda_graph():
+    """With the default settings an fp32 row of 40000 is split over 10 co-resident programs, forward and
+    backward, and the split launches replay correctly from a CUDA graph (each call's scratch is zeroed
+    inside the graph)."""
+    x = _rand((64, 40000), torch.float32, "cuda")
+    dy = _rand((64, 40000), torch.float32, "cuda", scale=1.0)
+    fwd = S._fwd_plan(x.shape, x.stride(), 1, x.dtype, x.dtype, x.device, S._heuristics())
+    bwd = S._bwd_plan(x.shape, x.stride(), 1, x.dtype, x.dtype, x.dtype, x.device, S._bwd_heuristics())
+    for plan in (fwd, bwd):
+        assert isinstance(plan, S._RowsSplitLaunch) and plan.main.constexprs["K"] == 10
+    y64 = torch.softmax(x.double(), -1)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):  # warm up (plans, compiles) off the capture
+        S._forward(x, 1, x.dtype)
+        S._backward(y64.float(), dy, 1, x.dtype)
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y = S._forward(x, 1, x.dtype)
+        dx = S._backward(y, dy, 1, x.dtype)
+    for _ in range(2):
+        y.fill_(float("nan"))
+        dx.fill_(float("nan"))
+        x.copy_(_rand(x.shape, x.dtype, "cuda"))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert rel_err(y, torch.softmax(x.double(), -1)) <= FP32_TOL
+        yd = y.double()  # the backward's reference from the y it was given
+        assert rel_err(dx, yd * (dy.double() - (yd * dy.double()).sum(-1, keepdim=True))) <= FP32_TOL
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

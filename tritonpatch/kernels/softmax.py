@@ -15,6 +15,12 @@ Three layouts of the same math:
   ("online softmax"), then a second sweep writes y; backward sums dy*y in one sweep and writes dx in a
   second. The second sweep walks the row backwards so that the most recently read chunks (still in
   cache) are read first.
+* ``*_rows_split_kernel``: the same layout, each row split over ``K`` programs of ``CHUNK`` columns held
+  in registers, so the row is read once. Each program writes its chunk's partial statistics (forward: max
+  and sum of exp; backward: dot(dy, y)), waits at a barrier shared by its row's K programs
+  (:func:`_row_group_barrier`), combines the K partials and writes its chunk. The grid is persistent
+  (program p takes tiles p, p + G, ...; G a multiple of K, so a row's K tiles are one round's K
+  consecutive programs) and must be co-resident: the op launches it cooperatively.
 * ``*_strided_kernel``: the reduced axis has any stride. The tensor is seen as ``(G, R, P)``; a program
   takes ``BLOCK_P`` columns of ``P`` for one ``g`` and reduces over ``R`` (axis 0 of a
   ``[BLOCK_R, BLOCK_P]`` tile), in one pass when ``BLOCK_R >= R`` or looped (online) otherwise. This is
@@ -129,6 +135,74 @@ def softmax_fwd_rows_looped_kernel(
         x = _load_f32(x_row + offs, mask, y_ptr.dtype.element_ty, ROUND, SOFT_BF16)
         y = tl.exp(x - m_row) * inv
         tl.store(y_row + offs, _round(y, y_ptr.dtype.element_ty, SOFT_BF16), mask=mask)
+
+
+@triton.jit
+def _row_group_barrier(scratch_ptr, slot, K: tl.constexpr):
+    """Wait until the K programs of group ``slot`` have arrived. Two int32 words per group at
+    ``scratch_ptr + 2 * slot``: a count and a generation. The last program to arrive resets the count and
+    bumps the generation (release); the others spin on the generation (acquire). The count is back at 0
+    after every barrier, so the words serve any number of rounds, and any K. Partials written before the
+    call are visible to every program of the group after it (read them with ``volatile=True``). With K == 1
+    nothing waits (so the interpreter, which runs programs one after another, can run it)."""
+    cnt = scratch_ptr + 2 * slot
+    gen = cnt + 1
+    tl.debug_barrier()  # every thread's partials are written before the arrival
+    g0 = tl.atomic_add(gen, 0, sem="acquire")
+    old = tl.atomic_add(cnt, 1, sem="acq_rel")
+    if old == K - 1:
+        tl.atomic_xchg(cnt, 0, sem="relaxed")
+        tl.atomic_add(gen, 1, sem="release")
+    else:
+        g = tl.atomic_add(gen, 0, sem="acquire")
+        while g == g0:
+            g = tl.atomic_add(gen, 0, sem="acquire")
+    tl.debug_barrier()
+
+
+@triton.jit
+def _split_program(scratch_ptr, n_cols, K: tl.constexpr, KP: tl.constexpr, CHUNK: tl.constexpr):
+    """This program's place in a split-rows grid: (pid, grid size G, its group ``slot``, its chunk's
+    columns and their mask, the K partials' lanes (padded to KP), the fp32 partials after the groups'
+    barrier words)."""
+    pid = tl.program_id(0)
+    G = tl.num_programs(0)
+    cols = (pid % K) * CHUNK + tl.arange(0, CHUNK)
+    part = (scratch_ptr + 2 * (G // K)).to(tl.pointer_type(tl.float32), bitcast=True)
+    return pid, G, pid // K, cols, cols < n_cols, tl.arange(0, KP), part
+
+
+@triton.jit
+def softmax_fwd_rows_split_kernel(
+    x_ptr, y_ptr, scratch_ptr, n_cols, stride_x_row, stride_y_row, n_tiles,
+    K: tl.constexpr, KP: tl.constexpr, CHUNK: tl.constexpr, ROUND: tl.constexpr, SOFT_BF16: tl.constexpr,
+):
+    """Rows split over K programs (module docstring); tile t is chunk t % K of row t // K. Scratch: int32
+    barrier words (2 per group of K programs), then fp32 partials, two rounds' worth (a program may write
+    round t + 1's before a partner has read round t's). Chunk c's partials: m_c = max x, s_c = sum
+    exp(x - m_c); the row's M = max_c m_c, S = sum_c s_c exp(m_c - M); y = exp(x - m_c) * (exp(m_c - M) / S),
+    one exp per element (m_c <= M: no overflow; a chunk of -inf only has exp(x - m_c) = 0)."""
+    pid, G, slot, cols, cmask, ks, part = _split_program(scratch_ptr, n_cols, K, KP, CHUNK)
+    for t in range(0, tl.cdiv(n_tiles, G)):
+        tile = t * G + pid
+        if tile < n_tiles:
+            row = (tile // K).to(tl.int64)
+            x = _load_f32(x_ptr + row * stride_x_row + cols, cmask, y_ptr.dtype.element_ty, ROUND, SOFT_BF16)
+            m = tl.max(x, axis=0)
+            m_ref = tl.where(m == -float("inf"), 0.0, m)
+            p = tl.exp(x - m_ref)
+            buf = part + (t % 2) * 2 * G
+            tl.store(buf + pid, m)
+            tl.store(buf + G + pid, tl.sum(p, axis=0))
+            _row_group_barrier(scratch_ptr, slot, K)
+            ms = tl.load(buf + slot * K + ks, mask=ks < K, other=-float("inf"), volatile=True)
+            ss = tl.load(buf + G + slot * K + ks, mask=ks < K, other=0.0, volatile=True)
+            row_max = tl.max(ms, axis=0)
+            # a NaN or +inf anywhere, or a row of -inf, makes ``total`` NaN: the whole row NaN, as torch
+            total = tl.sum(ss * tl.exp(ms - row_max), axis=0)
+            scale = tl.where(m == -float("inf"), 0.0, tl.exp(m_ref - row_max)) / total
+            tl.store(y_ptr + row * stride_y_row + cols, _round(p * scale, y_ptr.dtype.element_ty, SOFT_BF16),
+                     mask=cmask)
 
 
 @triton.jit
@@ -292,6 +366,29 @@ def softmax_bwd_rows_looped_kernel(
         y = tl.load(y_row + offs, mask=mask, other=0.0).to(tl.float32)
         dy = tl.load(dy_row + _scaled(offs, stride_dy_col, DY_COL_UNIT), mask=mask, other=0.0).to(tl.float32)
         tl.store(dx_row + offs, _round(y * (dy - dot), dx_ptr.dtype.element_ty, SOFT_BF16), mask=mask)
+
+
+@triton.jit
+def softmax_bwd_rows_split_kernel(
+    y_ptr, dy_ptr, dx_ptr, scratch_ptr, n_cols, stride_y_row, stride_dy_row, stride_dy_col, n_tiles,
+    K: tl.constexpr, KP: tl.constexpr, CHUNK: tl.constexpr, DY_COL_UNIT: tl.constexpr, SOFT_BF16: tl.constexpr,
+):
+    """Rows split over K programs, backward: each chunk's partial dot(dy, y) (fp32, two rounds' worth after
+    the barrier words, as in the forward), then dx = y * (dy - dot) for its chunk."""
+    pid, G, slot, cols, cmask, ks, part = _split_program(scratch_ptr, n_cols, K, KP, CHUNK)
+    for t in range(0, tl.cdiv(n_tiles, G)):
+        tile = t * G + pid
+        if tile < n_tiles:
+            row = (tile // K).to(tl.int64)
+            y_offs = row * stride_y_row + cols
+            y = tl.load(y_ptr + y_offs, mask=cmask, other=0.0).to(tl.float32)
+            dy = tl.load(dy_ptr + row * stride_dy_row + _scaled(cols, stride_dy_col, DY_COL_UNIT), mask=cmask,
+                         other=0.0).to(tl.float32)
+            buf = part + (t % 2) * G
+            tl.store(buf + pid, tl.sum(y * dy, axis=0))
+            _row_group_barrier(scratch_ptr, slot, K)
+            dot = tl.sum(tl.load(buf + slot * K + ks, mask=ks < K, other=0.0, volatile=True), axis=0)
+            tl.store(dx_ptr + y_offs, _round(y * (dy - dot), dx_ptr.dtype.element_ty, SOFT_BF16), mask=cmask)
 
 
 @triton.jit

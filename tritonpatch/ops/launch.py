@@ -16,7 +16,7 @@ the same kernel for:
 * tensors: dtype, and whether the data pointer is 16-byte aligned (Triton's ``tt.divisibility``);
 * ints: equal to 1, divisible by 16, and whether they fit in int32 or int64 (Triton's i32 / i64 / u64);
 * floats, bools, None: type (and value, for bools and None);
-* constexprs by name and value, ``num_warps``, ``num_stages``, and the current CUDA device.
+* constexprs by name and value, ``num_warps``, ``num_stages``, ``cooperative``, and the current CUDA device.
 
 Building that key is itself a few microseconds per call (a Python loop over every argument). So the ops
 go one step further: each caches, per call shape, a :class:`BoundLaunch` (grid, scalar arguments and
@@ -44,7 +44,7 @@ except ImportError:  # older triton: no direct path
     _knobs = None
     _HookChain = None
 
-__all__ = ["BoundLaunch", "FastKernel", "fast_launch_enabled"]
+__all__ = ["BoundLaunch", "FastKernel", "fast_launch_enabled", "programs_per_sm"]
 
 #: the current CUDA stream's raw handle for a device index (torch's own binding; 0.13 us on the H100 host)
 _raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
@@ -112,7 +112,9 @@ class FastKernel:
     """A ``@triton.jit`` function launched as ``fast[grid](*args, **constexprs)``, like the original.
 
     Call sites pass the runtime arguments positionally (in signature order) and every remaining
-    parameter by keyword; ``num_warps`` / ``num_stages`` are launch options. Results are identical to
+    parameter by keyword; ``num_warps`` / ``num_stages`` are launch options, and ``cooperative=True``
+    launches the grid cooperatively (Triton's ``launch_cooperative_grid``: every program co-resident, or
+    the launch fails). Results are identical to
     the JIT function's own launch (same compiled kernel); only the CPU path differs.
     """
 
@@ -125,24 +127,25 @@ class FastKernel:
         return functools.partial(self._launch, grid)
 
     def _launch(self, grid: tuple[int, ...], *args: Any, num_warps: int = 4, num_stages: int | None = None,
-                **constexprs: Any) -> "_Compiled | None":
+                cooperative: bool = False, **constexprs: Any) -> "_Compiled | None":
         """Launch; return the cached compiled kernel when it was launched directly, None when this call
         went through Triton (the first call of a key, hooks installed, interpreter, another device)."""
         # Triton launches on the current CUDA device; launch on the tensors' one (common.data_device)
         device = data_device(args)
         if device is not None and device != torch.cuda.current_device():
             with torch.cuda.device(device):
-                self._launch(grid, *args, num_warps=num_warps, num_stages=num_stages, **constexprs)
+                self._launch(grid, *args, num_warps=num_warps, num_stages=num_stages, cooperative=cooperative,
+                             **constexprs)
             return None
         if not fast_launch_enabled() or _hooks_active():
-            self._slow(grid, args, num_warps, num_stages, constexprs)
+            self._slow(grid, args, num_warps, num_stages, cooperative, constexprs)
             return None
         if device is None:
             device = torch.cuda.current_device()
-        key = self.key(device, args, num_warps, num_stages, constexprs)
+        key = self.key(device, args, num_warps, num_stages, cooperative, constexprs)
         entry = self._cache.get(key)
         if entry is None:
-            compiled = self._slow(grid, args, num_warps, num_stages, constexprs)
+            compiled = self._slow(grid, args, num_warps, num_stages, cooperative, constexprs)
             if hasattr(compiled, "result"):  # asynchronous compilation mode
                 compiled = compiled.result()
             names = self.arg_names[len(args):]
@@ -156,16 +159,19 @@ class FastKernel:
         return entry
 
     @staticmethod
-    def key(device: int, args: tuple, num_warps: int, num_stages: int | None, constexprs: dict[str, Any]) -> tuple:
+    def key(device: int, args: tuple, num_warps: int, num_stages: int | None, cooperative: bool,
+            constexprs: dict[str, Any]) -> tuple:
         """The cache key of a launch (see the module docstring): a compiled kernel is reused only for an
         equal key."""
-        return (device, num_warps, num_stages, tuple(constexprs.items()), _arg_key(args))
+        return (device, num_warps, num_stages, cooperative, tuple(constexprs.items()), _arg_key(args))
 
-    def _slow(self, grid: tuple[int, ...], args: tuple, num_warps: int, num_stages: int | None,
+    def _slow(self, grid: tuple[int, ...], args: tuple, num_warps: int, num_stages: int | None, cooperative: bool,
               constexprs: dict[str, Any]) -> Any:
         options: dict[str, Any] = {"num_warps": num_warps}
         if num_stages is not None:
             options["num_stages"] = num_stages
+        if cooperative:
+            options["launch_cooperative_grid"] = True
         return self.fn[grid](*args, **constexprs, **options)
 
 
@@ -192,13 +198,15 @@ class BoundLaunch:
     misses a specialization fact raises instead of launching the wrong kernel).
     """
 
-    __slots__ = ("kernel", "grid", "scalars", "constexprs", "num_warps", "num_stages", "device", "_entry",
-                 "_key", "_g", "_tail")
+    __slots__ = ("kernel", "grid", "scalars", "constexprs", "num_warps", "num_stages", "cooperative", "device",
+                 "_entry", "_key", "_g", "_tail")
 
     def __init__(self, kernel: FastKernel, grid: tuple[int, ...], scalars: tuple, constexprs: dict[str, Any],
-                 num_warps: int, num_stages: int | None = None, device: int | None = None) -> None:
+                 num_warps: int, num_stages: int | None = None, device: int | None = None,
+                 cooperative: bool = False) -> None:
         self.kernel, self.grid, self.scalars = kernel, grid, scalars
         self.constexprs, self.num_warps, self.num_stages = constexprs, num_warps, num_stages
+        self.cooperative = cooperative
         self.device = device  # CUDA device index of the plan (None: not CUDA, never direct)
         self._entry: _Compiled | None = None
         self._key: tuple | None = None  # the full FastKernel key the entry was compiled for
@@ -220,7 +228,7 @@ class BoundLaunch:
             return
         args = (*tensors, *self.scalars)
         used = self.kernel._launch(self.grid, *args, num_warps=self.num_warps, num_stages=self.num_stages,
-                                   **self.constexprs)
+                                   cooperative=self.cooperative, **self.constexprs)
         if entry is None and aligned and self.device is not None:
             key = self._full_key(args)
             if used is None:  # Triton compiled or launched this call itself: look the kernel up
@@ -231,7 +239,7 @@ class BoundLaunch:
                 self._entry = used
 
     def _full_key(self, args: tuple) -> tuple:
-        return FastKernel.key(self.device, args, self.num_warps, self.num_stages, self.constexprs)
+        return FastKernel.key(self.device, args, self.num_warps, self.num_stages, self.cooperative, self.constexprs)
 
     def _check(self, tensors: tuple) -> None:
         key = self._full_key((*tensors, *self.scalars))
@@ -246,3 +254,31 @@ _get_device = getattr(torch._C, "_cuda_getDevice", None)
 
 def _current_device() -> int:
     return _get_device() if _get_device is not None else -1
+
+
+def programs_per_sm(kernel: FastKernel, device: int, args: tuple, num_warps: int, constexprs: dict[str, Any]) -> int:
+    """How many programs of ``kernel``, compiled for ``args`` (tensors given as their dtypes, scalars as in
+    the launch) and these constexprs, can be resident on one SM of CUDA device ``device`` at once: the
+    least of what its registers, its shared memory, the SM's threads and 32 blocks allow. 0 when the
+    compiled kernel does not say (then a caller needing co-residency must not rely on it).
+
+    Compiles (or finds in Triton's cache) the cooperative variant the caller will launch.
+    """
+    with torch.cuda.device(device):
+        compiled = kernel.fn.warmup(*args, grid=(1,), num_warps=num_warps, launch_cooperative_grid=True,
+                                    **constexprs)
+        if hasattr(compiled, "result"):  # asynchronous compilation mode
+            compiled = compiled.result()
+        compiled.run  # noqa: B018 -- loads the binary: n_regs is known from here on
+    regs = getattr(compiled, "n_regs", None)
+    shared = getattr(getattr(compiled, "metadata", None), "shared", None)
+    if not regs or shared is None:
+        return 0
+    props = torch.cuda.get_device_properties(device)
+    threads = num_warps * 32
+    regs_per_warp = -(-regs * 32 // 256) * 256  # registers are allocated per warp, 256 at a time
+    by_regs = getattr(props, "regs_per_multiprocessor", 65536) // regs_per_warp // num_warps
+    by_threads = getattr(props, "max_threads_per_multi_processor", 2048) // threads
+    smem = getattr(props, "shared_memory_per_multiprocessor", 0)
+    by_smem = smem // (shared + 1024) if shared and smem else 32  # 1 KiB per block is the driver's
+    return max(0, min(32, by_regs, by_threads, by_smem))

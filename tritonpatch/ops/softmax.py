@@ -13,7 +13,9 @@ with ``R = x.shape[dim]``:
 
 * ``inner == 1`` and the reduced axis has stride 1 (softmax over a contiguous last dim; row slices,
   any row stride): row kernels. Rows up to :data:`MAX_SINGLE_N` wide are held in registers, several
-  narrow rows per program; wider rows use the looped (online max/sum) kernel, which has no width limit.
+  narrow rows per program; wider rows use the looped (online max/sum) kernel, which has no width limit,
+  or, in fp32 where measured faster (:data:`SPLIT_ROWS`), are split over several co-resident programs
+  that exchange partial statistics (read once instead of twice).
 * otherwise (softmax over a non-last dim, over a transposed last dim, channels-last ``dim=1``):
   the strided kernel reduces along an axis of any stride, each program taking a tile of the other axis;
   a reduced axis too long for one tile is split over many programs in the forward (a stats kernel, then
@@ -26,6 +28,7 @@ with ``R = x.shape[dim]``:
 from __future__ import annotations
 
 import functools
+import logging
 import math
 
 import torch
@@ -50,7 +53,7 @@ from tritonpatch.ops.common import (
     records_grad,
 )
 from tritonpatch.ops import size_policy
-from tritonpatch.ops.launch import BoundLaunch, FastKernel
+from tritonpatch.ops.launch import BoundLaunch, FastKernel, programs_per_sm
 
 __all__ = ["unsupported", "softmax"]
 
@@ -108,6 +111,20 @@ SPLIT_BLOCK_R = 256
 SPLIT_BLOCK_P = 32
 SPLIT_WARPS = 4
 SPLIT_MAX_CHUNKS = 128
+#: Rows split over K programs (``softmax_*_rows_split_kernel``): a row's chunks are held in registers by K
+#: co-resident programs that exchange partial statistics at a barrier, so the row is read once instead of
+#: twice. Chunks of SPLIT_ROWS_CHUNK_BYTES, SPLIT_ROWS_PER_THREAD fp32 elements per thread. Used for fp32
+#: rows too wide for one pass (forward and backward) and fp32 backward rows of 16385-32768. Measured on the
+#: H200, 2026-12-01 (benchmarks/ab_softmax_split_rows.py, results_2026-12-01/session11/
+#: ab_softmax_split_rows.txt, GPU time, split against the kernels these rows took before): fp32 forward
+#: 512x65536 105.1 -> 89.7 us, 256x131072 115.7 -> 97.1, 64x65536 32.2 -> 18.3; backward 512x65536
+#: 149.4 -> 122.5, 256x131072 159.2 -> 136.7, 1024x32768 126.3 -> 118.2, 64x65536 25.4 -> 24.5. Not used:
+#: bf16/fp16 (backward 0.79-0.91x of the looped kernel's speed there, at 2 programs per SM; the forward
+#: 55-57% of copy at every width, no better than the looped kernel: see BENCHMARKS.md, "Found, not
+#: shipped") and fp32 rows up to 16384, or forward rows up to 32768 (one pass is faster).
+SPLIT_ROWS = True
+SPLIT_ROWS_CHUNK_BYTES = 16384
+SPLIT_ROWS_PER_THREAD = 32
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -212,17 +229,20 @@ class K:
 
     softmax_fwd_rows_kernel = FastKernel(_k.softmax_fwd_rows_kernel)
     softmax_fwd_rows_looped_kernel = FastKernel(_k.softmax_fwd_rows_looped_kernel)
+    softmax_fwd_rows_split_kernel = FastKernel(_k.softmax_fwd_rows_split_kernel)
     softmax_fwd_strided_kernel = FastKernel(_k.softmax_fwd_strided_kernel)
     softmax_fwd_strided_stats_kernel = FastKernel(_k.softmax_fwd_strided_stats_kernel)
     softmax_fwd_strided_apply_kernel = FastKernel(_k.softmax_fwd_strided_apply_kernel)
     softmax_bwd_rows_kernel = FastKernel(_k.softmax_bwd_rows_kernel)
     softmax_bwd_rows_looped_kernel = FastKernel(_k.softmax_bwd_rows_looped_kernel)
+    softmax_bwd_rows_split_kernel = FastKernel(_k.softmax_bwd_rows_split_kernel)
     softmax_bwd_strided_kernel = FastKernel(_k.softmax_bwd_strided_kernel)
 
 def _heuristics() -> tuple[int, ...]:
     """The forward's launch heuristics (module constants, read per call)."""
     return (MAX_SINGLE_N, ROWS_TILE, LOOP_BLOCK_BYTES, STRIDED_SINGLE_TILE, STRIDED_TILE, STRIDED_PER_THREAD,
-            SPLIT_BLOCK_R, SPLIT_BLOCK_P, SPLIT_WARPS, SPLIT_MAX_CHUNKS)
+            SPLIT_BLOCK_R, SPLIT_BLOCK_P, SPLIT_WARPS, SPLIT_MAX_CHUNKS,
+            (SPLIT_ROWS, SPLIT_ROWS_CHUNK_BYTES, SPLIT_ROWS_PER_THREAD))
 
 
 class _SplitLaunch:
@@ -241,6 +261,62 @@ class _SplitLaunch:
         self.apply(x, y, m, s)
 
 
+class _RowsSplitLaunch:
+    """Rows split over K co-resident programs (see :data:`SPLIT_ROWS`), called like the
+    :class:`BoundLaunch` it replaces (``launch(x, y)`` / ``launch(y, dy, dx)``). Each call allocates its
+    own zeroed scratch (the barrier words and the partials), so concurrent calls on other streams, and
+    CUDA graphs, never share barrier state. Should the driver refuse the cooperative launch, the call and
+    every later one of this plan run ``fallback`` (the looped kernel), logged once."""
+
+    __slots__ = ("main", "words", "fallback")
+
+    def __init__(self, main: BoundLaunch, words: int, fallback: BoundLaunch) -> None:
+        self.main, self.words, self.fallback = main, words, fallback
+
+    def __call__(self, *tensors: Tensor) -> None:
+        main = self.main
+        if main is not None:
+            scratch = torch.zeros(self.words, dtype=torch.int32, device=tensors[0].device)
+            try:
+                main(*tensors, scratch)
+                return
+            except RuntimeError as e:  # e.g. a grid the driver cannot make co-resident
+                if isinstance(e, KERNEL_ERRORS):
+                    raise
+                self.main = None
+                logging.getLogger("tritonpatch").warning(
+                    "softmax: rows split over several programs cannot be launched here (%s: %s); the looped "
+                    "kernel runs instead", type(e).__name__, e)
+        self.fallback(*tensors)
+
+
+def _rows_split(kernel: FastKernel, tensor_dtypes: tuple, scalars: tuple, n_rows: int, n_cols: int, elt: int,
+                flags: dict, dev: int | None, consts: tuple, parts: int, fallback: BoundLaunch):
+    """A :class:`_RowsSplitLaunch` of ``kernel`` for n_rows rows of n_cols (``scalars``: the launch's
+    scalars before ``n_tiles``), or ``fallback`` where the rows cannot be split: the split off, too many
+    chunks for the programs that fit on the GPU at once, or under the interpreter (which runs programs one
+    after another) more than one chunk per row. ``parts``: fp32 partials per program (forward 2, backward 1)."""
+    on, chunk_bytes, per_thread = consts
+    chunk = max(1, chunk_bytes // elt)
+    chunks = cdiv(n_cols, chunk)
+    if not on or (dev is None and chunks > 1):
+        return fallback
+    warps = clamp(chunk // (32 * per_thread), 1, 32)
+    kp = next_power_of_2(chunks)
+    constexprs = dict(K=chunks, KP=kp, CHUNK=chunk, **flags)
+    tiles = n_rows * chunks
+    if dev is None:  # interpreter: a few programs, one chunk per row
+        per_sm, sms = 2, num_sms(-1)
+    else:
+        per_sm, sms = programs_per_sm(kernel, dev, (*tensor_dtypes, torch.int32, *scalars, tiles), warps,
+                                      constexprs), num_sms(dev)
+    grid = min(tiles, per_sm * sms // chunks * chunks)
+    if grid < chunks:
+        return fallback
+    main = BoundLaunch(kernel, (grid,), (*scalars, tiles), constexprs, warps, device=dev, cooperative=True)
+    return _RowsSplitLaunch(main, 2 * (grid // chunks) + 2 * parts * grid, fallback)
+
+
 @functools.lru_cache(maxsize=4096)
 def _fwd_plan(shape: tuple[int, ...], strides: tuple[int, ...], d: int, x_dtype: torch.dtype,
               out_dtype: torch.dtype, device: torch.device, consts: tuple):
@@ -249,7 +325,7 @@ def _fwd_plan(shape: tuple[int, ...], strides: tuple[int, ...], d: int, x_dtype:
     argument key are paid once per distinct call shape, not per call. ``consts`` is
     :func:`_heuristics` (part of the key, so tests that change the module constants take effect)."""
     (max_single, rows_tile, loop_bytes, strided_single, strided_tile, per_thread, split_r, split_p, split_warps,
-     split_max) = consts
+     split_max, split_rows) = consts
     plan = _split(shape, strides, d)
     if plan is None:
         return None
@@ -262,8 +338,13 @@ def _fwd_plan(shape: tuple[int, ...], strides: tuple[int, ...], d: int, x_dtype:
         looped, rows, block_n, nw = _rows_config(R, outer, elt, num_sms(-1 if dev is None else dev),
                                                  (max_single, rows_tile, loop_bytes))
         if looped:
-            return BoundLaunch(K.softmax_fwd_rows_looped_kernel, (outer,), (R, so, R),
-                               dict(BLOCK_N=block_n, ROUND=rnd, SOFT_BF16=soft), nw, device=dev)
+            flags = dict(ROUND=rnd, SOFT_BF16=soft)
+            launch = BoundLaunch(K.softmax_fwd_rows_looped_kernel, (outer,), (R, so, R),
+                                 dict(BLOCK_N=block_n, **flags), nw, device=dev)
+            if elt != 4:  # measured: only fp32 rows gain (SPLIT_ROWS)
+                return launch
+            return _rows_split(K.softmax_fwd_rows_split_kernel, (x_dtype, out_dtype), (R, so, R), outer, R, elt,
+                               flags, dev, split_rows, 2, launch)
         return BoundLaunch(K.softmax_fwd_rows_kernel, (cdiv(outer, rows),), (outer, R, so, R),
                            dict(ROWS=rows, BLOCK_N=block_n, ROUND=rnd, SOFT_BF16=soft), nw, device=dev)
     if inner == 1:  # reduced axis strided, rows (outer) are the parallel axis: e.g. a transposed 2-D x
@@ -311,10 +392,11 @@ def _forward(x: Tensor, d: int, out_dtype: torch.dtype) -> Tensor:
     return y
 
 
-def _bwd_heuristics() -> tuple[int, int, int, int, int, int, int, int]:
+def _bwd_heuristics() -> tuple:
     """The backward's launch heuristics (module constants, read per call)."""
     return (MAX_SINGLE_N_BWD, ROWS_TILE_BWD, LOOP_BLOCK_BYTES, STRIDED_SINGLE_TILE, STRIDED_TILE_BWD,
-            STRIDED_PER_THREAD_BWD, LOOP_BLOCK_BYTES_BWD, LOOP_WARPS_BWD)
+            STRIDED_PER_THREAD_BWD, LOOP_BLOCK_BYTES_BWD, LOOP_WARPS_BWD,
+            (SPLIT_ROWS, SPLIT_ROWS_CHUNK_BYTES, SPLIT_ROWS_PER_THREAD))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -324,7 +406,7 @@ def _bwd_plan(shape: tuple[int, ...], dy_strides: tuple[int, ...], d: int, y_dty
     or None when dy's leading/trailing dims do not merge (the caller makes dy contiguous). Cached like
     :func:`_fwd_plan`; ``consts`` is :func:`_bwd_heuristics`."""
     (max_single, rows_tile, loop_bytes, strided_single, strided_tile, per_thread, rows_loop_bytes,
-     rows_loop_warps) = consts
+     rows_loop_warps, split_rows) = consts
     plan = _split(shape, dy_strides, d)
     if plan is None:
         return None
@@ -336,11 +418,17 @@ def _bwd_plan(shape: tuple[int, ...], dy_strides: tuple[int, ...], d: int, y_dty
         looped, rows, block_n, nw = _rows_config(R, outer, elt, num_sms(-1 if dev is None else dev),
                                                  (max_single, rows_tile, rows_loop_bytes))
         unit = dsr == 1 or R == 1
+        flags = dict(DY_COL_UNIT=unit, SOFT_BF16=soft)
         if looped:
-            return BoundLaunch(K.softmax_bwd_rows_looped_kernel, (outer,), (R, R, dso, dsr),
-                               dict(BLOCK_N=block_n, DY_COL_UNIT=unit, SOFT_BF16=soft), rows_loop_warps, device=dev)
-        return BoundLaunch(K.softmax_bwd_rows_kernel, (cdiv(outer, rows),), (outer, R, R, dso, dsr),
-                           dict(ROWS=rows, BLOCK_N=block_n, DY_COL_UNIT=unit, SOFT_BF16=soft), nw, device=dev)
+            launch = BoundLaunch(K.softmax_bwd_rows_looped_kernel, (outer,), (R, R, dso, dsr),
+                                 dict(BLOCK_N=block_n, **flags), rows_loop_warps, device=dev)
+        else:
+            launch = BoundLaunch(K.softmax_bwd_rows_kernel, (cdiv(outer, rows),), (outer, R, R, dso, dsr),
+                                 dict(ROWS=rows, BLOCK_N=block_n, **flags), nw, device=dev)
+        if elt == 4 and (looped or 2 * block_n > max_single):  # measured: fp32 only (SPLIT_ROWS)
+            return _rows_split(K.softmax_bwd_rows_split_kernel, (y_dtype, dy_dtype, dx_dtype), (R, R, dso, dsr),
+                               outer, R, elt, flags, dev, split_rows, 1, launch)
+        return launch
     looped, block_r, block_p, nw = _strided_config(R, inner, elt, (strided_single, strided_tile, per_thread,
                                                                    loop_bytes))
     n_pb = cdiv(inner, block_p)
