@@ -247,9 +247,9 @@ def test_split_rows_over_many_rounds(rows, device, monkeypatch):
                                       S._bwd_heuristics()), S._RowsSplitLaunch)
 
 
-def test_split_rows_launch_refused_falls_back_to_the_looped_kernel(device, monkeypatch, caplog):
-    """A cooperative launch the driver refuses (RuntimeError) runs the looped kernel for that call and every
-    later call of the plan, logged once; results unchanged."""
+def test_split_rows_launch_refused_falls_back_to_the_unsplit_kernel(device, monkeypatch, caplog):
+    """A cooperative launch the driver refuses (RuntimeError) runs the unsplit (here looped) kernel for that
+    call and every later call of the plan, logged once; results unchanged."""
     monkeypatch.setattr(S, "MAX_SINGLE_N", 64)
     monkeypatch.setattr(S, "MAX_SINGLE_N_BWD", 64)
     x = _rand((5, 300), torch.float32, device)

@@ -266,7 +266,8 @@ class _RowsSplitLaunch:
     :class:`BoundLaunch` it replaces (``launch(x, y)`` / ``launch(y, dy, dx)``). Each call allocates its
     own zeroed scratch (the barrier words and the partials), so concurrent calls on other streams, and
     CUDA graphs, never share barrier state. Should the driver refuse the cooperative launch, the call and
-    every later one of this plan run ``fallback`` (the looped kernel), logged once."""
+    every later one of this plan run ``fallback`` (the kernel these rows take unsplit: looped, or one
+    pass), logged once."""
 
     __slots__ = ("main", "words", "fallback")
 
@@ -285,7 +286,7 @@ class _RowsSplitLaunch:
                     raise
                 self.main = None
                 logging.getLogger("tritonpatch").warning(
-                    "softmax: rows split over several programs cannot be launched here (%s: %s); the looped "
+                    "softmax: rows split over several programs cannot be launched here (%s: %s); the unsplit "
                     "kernel runs instead", type(e).__name__, e)
         self.fallback(*tensors)
 
