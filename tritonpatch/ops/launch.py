@@ -114,8 +114,8 @@ class FastKernel:
     Call sites pass the runtime arguments positionally (in signature order) and every remaining
     parameter by keyword; ``num_warps`` / ``num_stages`` are launch options, and ``cooperative=True``
     launches the grid cooperatively (Triton's ``launch_cooperative_grid``: every program co-resident, or
-    the launch fails). Results are identical to
-    the JIT function's own launch (same compiled kernel); only the CPU path differs.
+    the launch fails). Results are identical to the JIT function's own launch (same compiled kernel);
+    only the CPU path differs.
     """
 
     def __init__(self, fn: Any) -> None:
