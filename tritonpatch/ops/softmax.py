@@ -120,8 +120,8 @@ SPLIT_MAX_CHUNKS = 128
 #: 512x65536 105.1 -> 89.7 us, 256x131072 115.7 -> 97.1, 64x65536 32.2 -> 18.3; backward 512x65536
 #: 149.4 -> 122.5, 256x131072 159.2 -> 136.7, 1024x32768 126.3 -> 118.2, 64x65536 25.4 -> 24.5. Not used:
 #: bf16/fp16 (backward 0.79-0.91x of the looped kernel's speed there, at 2 programs per SM; the forward
-#: 55-57% of copy at every width, no better than the looped kernel: see BENCHMARKS.md, "Found, not
-#: shipped") and fp32 rows up to 16384, or forward rows up to 32768 (one pass is faster).
+#: 55-57% of copy at every width, no better than the looped kernel: see BENCHMARKS.md, "Wide softmax rows
+#: split over several programs") and fp32 rows up to 16384, or forward rows up to 32768 (one pass is faster).
 SPLIT_ROWS = True
 SPLIT_ROWS_CHUNK_BYTES = 16384
 SPLIT_ROWS_PER_THREAD = 32
@@ -294,13 +294,14 @@ class _RowsSplitLaunch:
 def _rows_split(kernel: FastKernel, tensor_dtypes: tuple, scalars: tuple, n_rows: int, n_cols: int, elt: int,
                 flags: dict, dev: int | None, consts: tuple, parts: int, fallback: BoundLaunch):
     """A :class:`_RowsSplitLaunch` of ``kernel`` for n_rows rows of n_cols (``scalars``: the launch's
-    scalars before ``n_tiles``), or ``fallback`` where the rows cannot be split: the split off, too many
+    scalars before ``n_tiles``), or ``fallback`` where the rows are not split: the split off, not fp32
+    (``elt``, the widest tensor read, is not 4 bytes: measured slower, see :data:`SPLIT_ROWS`), too many
     chunks for the programs that fit on the GPU at once, or under the interpreter (which runs programs one
     after another) more than one chunk per row. ``parts``: fp32 partials per program (forward 2, backward 1)."""
     on, chunk_bytes, per_thread = consts
     chunk = max(1, chunk_bytes // elt)
     chunks = cdiv(n_cols, chunk)
-    if not on or (dev is None and chunks > 1):
+    if not on or elt != 4 or (dev is None and chunks > 1):
         return fallback
     warps = clamp(chunk // (32 * per_thread), 1, 32)
     kp = next_power_of_2(chunks)
@@ -342,8 +343,6 @@ def _fwd_plan(shape: tuple[int, ...], strides: tuple[int, ...], d: int, x_dtype:
             flags = dict(ROUND=rnd, SOFT_BF16=soft)
             launch = BoundLaunch(K.softmax_fwd_rows_looped_kernel, (outer,), (R, so, R),
                                  dict(BLOCK_N=block_n, **flags), nw, device=dev)
-            if elt != 4:  # measured: only fp32 rows gain (SPLIT_ROWS)
-                return launch
             return _rows_split(K.softmax_fwd_rows_split_kernel, (x_dtype, out_dtype), (R, so, R), outer, R, elt,
                                flags, dev, split_rows, 2, launch)
         return BoundLaunch(K.softmax_fwd_rows_kernel, (cdiv(outer, rows),), (outer, R, so, R),
@@ -426,7 +425,7 @@ def _bwd_plan(shape: tuple[int, ...], dy_strides: tuple[int, ...], d: int, y_dty
         else:
             launch = BoundLaunch(K.softmax_bwd_rows_kernel, (cdiv(outer, rows),), (outer, R, R, dso, dsr),
                                  dict(ROWS=rows, BLOCK_N=block_n, **flags), nw, device=dev)
-        if elt == 4 and (looped or 2 * block_n > max_single):  # measured: fp32 only (SPLIT_ROWS)
+        if looped or 2 * block_n > max_single:  # the widest one-pass rows gain too (SPLIT_ROWS)
             return _rows_split(K.softmax_bwd_rows_split_kernel, (y_dtype, dy_dtype, dx_dtype), (R, R, dso, dsr),
                                outer, R, elt, flags, dev, split_rows, 1, launch)
         return launch
