@@ -148,7 +148,7 @@ def sm_candidates(m: int, n: int):
 
             def looped(x, y, blk=blk, nw=nw):
                 SK.softmax_fwd_rows_looped_kernel[(m,)](x, y, n, n, n, BLOCK_N=blk, ROUND=False,
-                                                        SOFT_BF16=False, num_warps=nw)
+                                                        SOFT_BF16=False, L2_HINTS=False, num_warps=nw)
             yield f"looped block={blk} w={nw}", looped
 
 

@@ -87,7 +87,7 @@ def main() -> None:
                                                      SOFT_BF16=False, num_warps=nw)
                 else:
                     SK.softmax_bwd_rows_looped_kernel[(m,)](y, dy, dx, n, n, n, 1, BLOCK_N=bn, DY_COL_UNIT=True,
-                                                            SOFT_BF16=False, num_warps=nw)
+                                                            SOFT_BF16=False, L2_HINTS=False, num_warps=nw)
             try:
                 run()
                 e = rel(dx, ref)

@@ -108,10 +108,10 @@ def test_launch_plans_are_cached_per_call_shape_and_split_on_dtypes():
     for other in ((torch.float32, torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16, torch.bfloat16)):
         assert sm_op._bwd_plan((4, 8), (8, 1), 1, *other, dev, consts) is not plan
     index = 0 if DEVICE == "cuda" else -1
-    f32 = ln_op._fwd_plan(16, 64, 64, 1e-5, torch.float32, torch.float32, None, False, index)
-    assert f32 is ln_op._fwd_plan(16, 64, 64, 1e-5, torch.float32, torch.float32, None, False, index)
-    assert f32 is not ln_op._fwd_plan(16, 64, 64, 1e-5, torch.bfloat16, torch.bfloat16, None, False, index)
-    assert f32 is not ln_op._fwd_plan(16, 64, 64, 1e-5, torch.float32, None, None, False, index)
+    f32 = ln_op._fwd_plan(16, 64, 64, 1e-5, torch.float32, torch.float32, None, False, index, True)
+    assert f32 is ln_op._fwd_plan(16, 64, 64, 1e-5, torch.float32, torch.float32, None, False, index, True)
+    assert f32 is not ln_op._fwd_plan(16, 64, 64, 1e-5, torch.bfloat16, torch.bfloat16, None, False, index, True)
+    assert f32 is not ln_op._fwd_plan(16, 64, 64, 1e-5, torch.float32, None, None, False, index, True)
 
 
 @pytest.mark.skipif(INTERPRET, reason="the direct path is CUDA only")

@@ -23,7 +23,7 @@ Layout: row ``r`` of an input starts at ``ptr + r * stride_row`` and its element
 
 Kernels (the launcher in ``tritonpatch/ops/layer_norm.py`` picks one by width):
   layer_norm_fwd_kernel          whole rows in registers, ROWS rows per program (2-D tile)
-  layer_norm_fwd_looped_kernel   one row per program, walked in BLOCK_N chunks (wide rows)
+  layer_norm_fwd_looped_kernel   one row per program, walked twice in BLOCK_N chunks (wide rows)
   layer_norm_bwd_fused_kernel    whole rows (N <= 8192): dx and dw/db partials, persistent grid, each
                                  program a contiguous chunk of rows, next tile prefetched
   layer_norm_bwd_row_stats_kernel  c1, c2 per row, chunked (only for wide rows)
@@ -32,6 +32,8 @@ The partials are summed by ``tritonpatch.kernels.column_sums`` (shared with the 
 """
 import triton
 import triton.language as tl
+
+from tritonpatch.kernels.cache_hints import load_hinted
 
 
 @triton.jit
@@ -100,14 +102,15 @@ def layer_norm_fwd_looped_kernel(
     stride_x_row, stride_y_row,
     N, eps,
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, STORE_STATS: tl.constexpr,
-    BLOCK_N: tl.constexpr,
+    BLOCK_N: tl.constexpr, L2_HINTS: tl.constexpr,
 ):
     """Program p normalizes row p, any width, in chunks of BLOCK_N.
 
     Pass 1 reads each chunk once and merges per-chunk (count, mean, M2) with Chan's formula, which is as
     stable as the two-pass formula:  n = na + nb,  d = mean_b - mean_a,
         mean = mean_a + d * nb / n,   M2 = M2_a + M2_b + d^2 * na * nb / n.
-    Pass 2 re-reads the chunks (mostly from L2) and writes y.
+    Pass 2 re-reads the chunks, last first (those are the likeliest still in L2), and writes y.
+    L2_HINTS: pass 1 loads with ``evict_last`` (keep the row in L2 for pass 2), pass 2 with ``evict_first``.
     """
     row = tl.program_id(0).to(tl.int64)
     x_row = X + row * stride_x_row
@@ -120,7 +123,7 @@ def layer_norm_fwd_looped_kernel(
     for start in range(0, N, BLOCK_N):
         c = start + cols
         mask = c < N
-        x = tl.load(x_row + c, mask=mask, other=0.0).to(tl.float32)
+        x = load_hinted(x_row + c, mask, 0.0, L2_HINTS, "evict_last").to(tl.float32)
         n_b = tl.minimum(N - start, BLOCK_N).to(tl.float32)
         mean_b = tl.sum(x, axis=0) / n_b
         xc = tl.where(mask, x - mean_b, 0.0)
@@ -132,10 +135,11 @@ def layer_norm_fwd_looped_kernel(
         count = n_ab
     rstd = 1.0 / tl.sqrt(m2 / N + eps)
 
-    for start in range(0, N, BLOCK_N):
-        c = start + cols
+    n_chunks = tl.cdiv(N, BLOCK_N)
+    for i in range(0, n_chunks):
+        c = (n_chunks - 1 - i) * BLOCK_N + cols
         mask = c < N
-        x = tl.load(x_row + c, mask=mask, other=0.0).to(tl.float32)
+        x = load_hinted(x_row + c, mask, 0.0, L2_HINTS, "evict_first").to(tl.float32)
         y = (x - mean) * rstd
         if HAS_W:
             y = y * tl.load(W + c, mask=mask, other=0.0).to(tl.float32)

@@ -46,6 +46,8 @@ a different half format). Offsets derived from ``program_id`` are int64.
 import triton
 import triton.language as tl
 
+from tritonpatch.kernels.cache_hints import load_hinted, store_streaming
+
 
 @triton.jit
 def _scaled(idx, stride, UNIT: tl.constexpr):
@@ -76,7 +78,13 @@ def _round(x, TY: tl.constexpr, SOFT_BF16: tl.constexpr):
 @triton.jit
 def _load_f32(ptrs, mask, OUT_TY: tl.constexpr, ROUND: tl.constexpr, SOFT_BF16: tl.constexpr):
     """Load x (padding ``-inf``) as fp32, rounded to ``OUT_TY`` first if ROUND (torch's ``dtype=`` cast)."""
-    x = tl.load(ptrs, mask=mask, other=-float("inf")).to(tl.float32)
+    return _input_f32(tl.load(ptrs, mask=mask, other=-float("inf")), OUT_TY, ROUND, SOFT_BF16)
+
+
+@triton.jit
+def _input_f32(x, OUT_TY: tl.constexpr, ROUND: tl.constexpr, SOFT_BF16: tl.constexpr):
+    """Loaded x as fp32, rounded to ``OUT_TY`` first if ROUND (torch's ``dtype=`` cast)."""
+    x = x.to(tl.float32)
     if ROUND:
         x = _round(x, OUT_TY, SOFT_BF16).to(tl.float32)
     return x
@@ -108,9 +116,11 @@ def softmax_fwd_rows_kernel(
 @triton.jit
 def softmax_fwd_rows_looped_kernel(
     x_ptr, y_ptr, n_cols, stride_x_row, stride_y_row,
-    BLOCK_N: tl.constexpr, ROUND: tl.constexpr, SOFT_BF16: tl.constexpr,
+    BLOCK_N: tl.constexpr, ROUND: tl.constexpr, SOFT_BF16: tl.constexpr, L2_HINTS: tl.constexpr,
 ):
-    """One row per program, any width: online max/sum sweep, then a (reversed) sweep writing y."""
+    """One row per program, any width: online max/sum sweep, then a (reversed) sweep writing y.
+    L2_HINTS: the first sweep loads with ``evict_last``, the second with ``evict_first``, and y is stored
+    ``evict_first`` (:mod:`tritonpatch.kernels.cache_hints`)."""
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * stride_x_row
     y_row = y_ptr + row * stride_y_row
@@ -119,7 +129,8 @@ def softmax_fwd_rows_looped_kernel(
     s = tl.zeros([BLOCK_N], tl.float32)
     for start in range(0, n_cols, BLOCK_N):
         offs = start + cols
-        x = _load_f32(x_row + offs, offs < n_cols, y_ptr.dtype.element_ty, ROUND, SOFT_BF16)
+        x = _input_f32(load_hinted(x_row + offs, offs < n_cols, -float("inf"), L2_HINTS, "evict_last"),
+                       y_ptr.dtype.element_ty, ROUND, SOFT_BF16)
         m_new = tl.maximum(m, x)
         # a lane that has only seen -inf so far keeps s == 0 (instead of exp(-inf - -inf) = NaN)
         m_ref = tl.where(m_new == -float("inf"), 0.0, m_new)
@@ -132,9 +143,10 @@ def softmax_fwd_rows_looped_kernel(
     for i in range(0, n_blocks):
         offs = (n_blocks - 1 - i) * BLOCK_N + cols
         mask = offs < n_cols
-        x = _load_f32(x_row + offs, mask, y_ptr.dtype.element_ty, ROUND, SOFT_BF16)
+        x = _input_f32(load_hinted(x_row + offs, mask, -float("inf"), L2_HINTS, "evict_first"),
+                       y_ptr.dtype.element_ty, ROUND, SOFT_BF16)
         y = tl.exp(x - m_row) * inv
-        tl.store(y_row + offs, _round(y, y_ptr.dtype.element_ty, SOFT_BF16), mask=mask)
+        store_streaming(y_row + offs, _round(y, y_ptr.dtype.element_ty, SOFT_BF16), mask, L2_HINTS)
 
 
 @triton.jit
@@ -343,9 +355,10 @@ def softmax_bwd_rows_kernel(
 @triton.jit
 def softmax_bwd_rows_looped_kernel(
     y_ptr, dy_ptr, dx_ptr, n_cols, stride_y_row, stride_dy_row, stride_dy_col,
-    BLOCK_N: tl.constexpr, DY_COL_UNIT: tl.constexpr, SOFT_BF16: tl.constexpr,
+    BLOCK_N: tl.constexpr, DY_COL_UNIT: tl.constexpr, SOFT_BF16: tl.constexpr, L2_HINTS: tl.constexpr,
 ):
-    """One row per program, any width: sweep summing dy*y, then a (reversed) sweep writing dx."""
+    """One row per program, any width: sweep summing dy*y, then a (reversed) sweep writing dx.
+    L2_HINTS: as in the looped forward."""
     row = tl.program_id(0).to(tl.int64)
     y_row = y_ptr + row * stride_y_row
     dx_row = dx_ptr + row * stride_y_row
@@ -355,17 +368,19 @@ def softmax_bwd_rows_looped_kernel(
     for start in range(0, n_cols, BLOCK_N):
         offs = start + cols
         mask = offs < n_cols
-        y = tl.load(y_row + offs, mask=mask, other=0.0).to(tl.float32)
-        dy = tl.load(dy_row + _scaled(offs, stride_dy_col, DY_COL_UNIT), mask=mask, other=0.0).to(tl.float32)
+        y = load_hinted(y_row + offs, mask, 0.0, L2_HINTS, "evict_last").to(tl.float32)
+        dy = load_hinted(dy_row + _scaled(offs, stride_dy_col, DY_COL_UNIT), mask, 0.0, L2_HINTS,
+                         "evict_last").to(tl.float32)
         acc += y * dy
     dot = tl.sum(acc, axis=0)
     n_blocks = tl.cdiv(n_cols, BLOCK_N)
     for i in range(0, n_blocks):
         offs = (n_blocks - 1 - i) * BLOCK_N + cols
         mask = offs < n_cols
-        y = tl.load(y_row + offs, mask=mask, other=0.0).to(tl.float32)
-        dy = tl.load(dy_row + _scaled(offs, stride_dy_col, DY_COL_UNIT), mask=mask, other=0.0).to(tl.float32)
-        tl.store(dx_row + offs, _round(y * (dy - dot), dx_ptr.dtype.element_ty, SOFT_BF16), mask=mask)
+        y = load_hinted(y_row + offs, mask, 0.0, L2_HINTS, "evict_first").to(tl.float32)
+        dy = load_hinted(dy_row + _scaled(offs, stride_dy_col, DY_COL_UNIT), mask, 0.0, L2_HINTS,
+                         "evict_first").to(tl.float32)
+        store_streaming(dx_row + offs, _round(y * (dy - dot), dx_ptr.dtype.element_ty, SOFT_BF16), mask, L2_HINTS)
 
 
 @triton.jit

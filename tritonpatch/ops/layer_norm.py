@@ -55,6 +55,12 @@ FUSED_FWD_MAX = 32768
 #: Widest row the backward keeps whole in registers (with fp32 dw/db accumulators); wider rows compute
 #: per-row c1/c2 first, then dx and dw/db partials per column block (reads x and dy twice).
 FUSED_BWD_MAX = 8192
+#: The looped forward's L2 eviction hints, for 2-byte inputs: its first pass loads with ``evict_last``,
+#: its second (which reads the row again, last chunk first) with ``evict_first``. Measured on the H200,
+#: 2026-12-01 (benchmarks/sweep_looped_l2.py, results_2026-12-01/session12/sweep_looped_l2.txt, 8192-element
+#: chunks at 16 warps): bf16 4096x65536 381.2 -> 372.8 us, 1024x49152 78.7 -> 75.8 us with the reversed
+#: second pass in both (which alone took 457.3 / 85.4 us to 381.2 / 78.7); in fp32 the hints cost 2-4%.
+LOOPED_L2_HINTS = True
 #: Chunk sizes of the wide-row kernels.
 _FWD_LOOP_BLOCK = 8192
 _BWD_STATS_BLOCK = 4096
@@ -186,10 +192,11 @@ def _rows(x: torch.Tensor, n: int) -> tuple[torch.Tensor, int, int]:
 
 @functools.lru_cache(maxsize=4096)
 def _fwd_plan(m: int, n: int, row_stride: int, eps: float, x_dtype: torch.dtype, w_dtype: torch.dtype | None,
-              b_dtype: torch.dtype | None, store_stats: bool, device: int) -> BoundLaunch:
+              b_dtype: torch.dtype | None, store_stats: bool, device: int, l2_hints: bool) -> BoundLaunch:
     """The forward launch for M rows of width n, ``row_stride`` apart (cached: the planning and the
-    launch's argument key are paid once per call shape, not per call). The dtypes, the scalars and the
-    device are its key; the launch takes (x, y, w, b, mean, rstd), absent ones replaced by x."""
+    launch's argument key are paid once per call shape, not per call). The dtypes, the scalars, the
+    device and :data:`LOOPED_L2_HINTS` are its key; the launch takes (x, y, w, b, mean, rstd), absent ones
+    replaced by x."""
     fused, block, rows, warps = _fwd_config(n, x_dtype.itemsize)
     flags = dict(HAS_W=w_dtype is not None, HAS_B=b_dtype is not None, STORE_STATS=store_stats, BLOCK_N=block)
     dev = device if device >= 0 else None
@@ -197,7 +204,8 @@ def _fwd_plan(m: int, n: int, row_stride: int, eps: float, x_dtype: torch.dtype,
         even = n == block and m % rows == 0
         return BoundLaunch(layer_norm_fwd_kernel, (cdiv(m, rows),), (row_stride, n, m, n, eps),
                            dict(flags, ROWS=rows, EVEN=even), warps, device=dev)
-    return BoundLaunch(layer_norm_fwd_looped_kernel, (m,), (row_stride, n, n, eps), flags, warps, device=dev)
+    return BoundLaunch(layer_norm_fwd_looped_kernel, (m,), (row_stride, n, n, eps),
+                       dict(flags, L2_HINTS=l2_hints and x_dtype.itemsize < 4), warps, device=dev)
 
 
 @launcher
@@ -215,7 +223,7 @@ def forward_rows(x: torch.Tensor, n: int, w: torch.Tensor | None, b: torch.Tenso
     if m == 0 or n == 0:
         return y, mean, rstd
     launch = _fwd_plan(m, n, row_stride, eps, x.dtype, None if w is None else w.dtype,
-                       None if b is None else b.dtype, store_stats, x.get_device())
+                       None if b is None else b.dtype, store_stats, x.get_device(), LOOPED_L2_HINTS)
     # x stands in for absent pointers; never read (the constexpr flags are off)
     launch(x2, y, x2 if w is None else w, x2 if b is None else b, mean if store_stats else x2,
            rstd if store_stats else x2)

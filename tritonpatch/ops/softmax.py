@@ -84,6 +84,15 @@ LOOP_BLOCK_BYTES = 16384
 #: nothing; nor did either setting help the forward's looped kernel.)
 LOOP_BLOCK_BYTES_BWD = 32768
 LOOP_WARPS_BWD = 32
+#: L2 eviction hints in the looped row kernels, for 2-byte dtypes (:mod:`tritonpatch.kernels.cache_hints`:
+#: the first sweep's loads ``evict_last``, the second's ``evict_first``, the output's stores
+#: ``evict_first``). Forward measured on the H200, 2026-12-01 (benchmarks/sweep_looped_l2.py,
+#: results_2026-12-01/session12/sweep_looped_l2.txt, 16 KiB chunks at 16 warps, as shipped): bf16 512x65536
+#: 57.3 -> 52.7 us, 256x131072 61.6 -> 55.5, 512x128256 112.1 -> 101.7, 4096x65536 401.7 -> 371.3; fp16
+#: 1024x49152 77.6 -> 71.2 (1.08-1.12x). fp32 wide rows are split (SPLIT_ROWS), so not measured there.
+LOOP_L2_HINTS = True
+#: the same for the looped backward (measured: BENCHMARKS.md, "L2 eviction hints in the looped kernels")
+LOOP_L2_HINTS_BWD = True
 #: Strided kernels (softmax over a dim that is not the last, e.g. dim=1 of (B, R, C)): the largest
 #: [BLOCK_R, BLOCK_P] tile reduced in one pass (a longer R: the split forward below, or the looped kernels);
 #: the tile targeted per program and the fp32 elements each thread holds (warps = tile / (32 * that)),
@@ -242,7 +251,7 @@ def _heuristics() -> tuple[int, ...]:
     """The forward's launch heuristics (module constants, read per call)."""
     return (MAX_SINGLE_N, ROWS_TILE, LOOP_BLOCK_BYTES, STRIDED_SINGLE_TILE, STRIDED_TILE, STRIDED_PER_THREAD,
             SPLIT_BLOCK_R, SPLIT_BLOCK_P, SPLIT_WARPS, SPLIT_MAX_CHUNKS,
-            (SPLIT_ROWS, SPLIT_ROWS_CHUNK_BYTES, SPLIT_ROWS_PER_THREAD))
+            (SPLIT_ROWS, SPLIT_ROWS_CHUNK_BYTES, SPLIT_ROWS_PER_THREAD), LOOP_L2_HINTS)
 
 
 class _SplitLaunch:
@@ -327,7 +336,7 @@ def _fwd_plan(shape: tuple[int, ...], strides: tuple[int, ...], d: int, x_dtype:
     argument key are paid once per distinct call shape, not per call. ``consts`` is
     :func:`_heuristics` (part of the key, so tests that change the module constants take effect)."""
     (max_single, rows_tile, loop_bytes, strided_single, strided_tile, per_thread, split_r, split_p, split_warps,
-     split_max, split_rows) = consts
+     split_max, split_rows, l2_hints) = consts
     plan = _split(shape, strides, d)
     if plan is None:
         return None
@@ -342,7 +351,7 @@ def _fwd_plan(shape: tuple[int, ...], strides: tuple[int, ...], d: int, x_dtype:
         if looped:
             flags = dict(ROUND=rnd, SOFT_BF16=soft)
             launch = BoundLaunch(K.softmax_fwd_rows_looped_kernel, (outer,), (R, so, R),
-                                 dict(BLOCK_N=block_n, **flags), nw, device=dev)
+                                 dict(BLOCK_N=block_n, **flags, L2_HINTS=l2_hints and elt < 4), nw, device=dev)
             return _rows_split(K.softmax_fwd_rows_split_kernel, (x_dtype, out_dtype), (R, so, R), outer, R, elt,
                                flags, dev, split_rows, 2, launch)
         return BoundLaunch(K.softmax_fwd_rows_kernel, (cdiv(outer, rows),), (outer, R, so, R),
@@ -396,7 +405,7 @@ def _bwd_heuristics() -> tuple:
     """The backward's launch heuristics (module constants, read per call)."""
     return (MAX_SINGLE_N_BWD, ROWS_TILE_BWD, LOOP_BLOCK_BYTES, STRIDED_SINGLE_TILE, STRIDED_TILE_BWD,
             STRIDED_PER_THREAD_BWD, LOOP_BLOCK_BYTES_BWD, LOOP_WARPS_BWD,
-            (SPLIT_ROWS, SPLIT_ROWS_CHUNK_BYTES, SPLIT_ROWS_PER_THREAD))
+            (SPLIT_ROWS, SPLIT_ROWS_CHUNK_BYTES, SPLIT_ROWS_PER_THREAD), LOOP_L2_HINTS_BWD)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -406,7 +415,7 @@ def _bwd_plan(shape: tuple[int, ...], dy_strides: tuple[int, ...], d: int, y_dty
     or None when dy's leading/trailing dims do not merge (the caller makes dy contiguous). Cached like
     :func:`_fwd_plan`; ``consts`` is :func:`_bwd_heuristics`."""
     (max_single, rows_tile, loop_bytes, strided_single, strided_tile, per_thread, rows_loop_bytes,
-     rows_loop_warps, split_rows) = consts
+     rows_loop_warps, split_rows, l2_hints) = consts
     plan = _split(shape, dy_strides, d)
     if plan is None:
         return None
@@ -421,7 +430,8 @@ def _bwd_plan(shape: tuple[int, ...], dy_strides: tuple[int, ...], d: int, y_dty
         flags = dict(DY_COL_UNIT=unit, SOFT_BF16=soft)
         if looped:
             launch = BoundLaunch(K.softmax_bwd_rows_looped_kernel, (outer,), (R, R, dso, dsr),
-                                 dict(BLOCK_N=block_n, **flags), rows_loop_warps, device=dev)
+                                 dict(BLOCK_N=block_n, **flags, L2_HINTS=l2_hints and elt < 4), rows_loop_warps,
+                                 device=dev)
         else:
             launch = BoundLaunch(K.softmax_bwd_rows_kernel, (cdiv(outer, rows),), (outer, R, R, dso, dsr),
                                  dict(ROWS=rows, BLOCK_N=block_n, **flags), nw, device=dev)

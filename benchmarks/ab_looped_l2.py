@@ -1,0 +1,84 @@
+"""GPU time of the library's looped (two-pass) row kernels, for an A/B of two checkouts in alternation.
+
+    PYTHONPATH=<checkout> python benchmarks/ab_looped_l2.py > times.txt     # one side, one round
+    python benchmarks/ab_looped_l2.py --summarize old_*.txt -- new_*.txt    # medians, new vs old
+
+Times (``do_bench`` medians, warmup 10 ms, rep 50 ms) the ops the wide rows take: the LayerNorm forward
+beyond 32768 (looped kernel), the softmax forward beyond 32768 in bf16/fp16 (looped; fp32 rows are split)
+and the softmax backward beyond 32768 in bf16/fp16 (looped). Each case is checked against float64 first.
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+
+import torch
+
+CASES = [
+    ("ln_fwd", 4096, 65536, torch.bfloat16), ("ln_fwd", 4096, 65536, torch.float16),
+    ("ln_fwd", 4096, 65536, torch.float32), ("ln_fwd", 2048, 131072, torch.bfloat16),
+    ("ln_fwd", 1024, 49152, torch.bfloat16),
+    ("sm_fwd", 512, 65536, torch.bfloat16), ("sm_fwd", 256, 131072, torch.bfloat16),
+    ("sm_fwd", 512, 128256, torch.bfloat16), ("sm_fwd", 1024, 49152, torch.float16),
+    ("sm_fwd", 4096, 65536, torch.bfloat16),
+    ("sm_bwd", 512, 65536, torch.bfloat16), ("sm_bwd", 256, 131072, torch.bfloat16),
+    ("sm_bwd", 512, 128256, torch.bfloat16), ("sm_bwd", 1024, 49152, torch.float16),
+    ("sm_bwd", 2048, 65536, torch.bfloat16),
+]
+
+
+def measure() -> None:
+    from triton.testing import do_bench
+
+    from tritonpatch.ops import layer_norm as L
+    from tritonpatch.ops import softmax as S
+
+    for op, m, n, dt in CASES:
+        x = torch.randn(m, n, device="cuda", dtype=dt) * 2 + 0.5
+        if op == "ln_fwd":
+            w = torch.randn(n, device="cuda", dtype=dt)
+            b = torch.randn(n, device="cuda", dtype=dt)
+            ref = torch.nn.functional.layer_norm(x.double(), (n,), w.double(), b.double(), 1e-5)
+            run = lambda: L.forward_rows(x, n, w, b, 1e-5, True)[0]  # noqa: E731
+            nbytes = 2 * x.numel() * x.element_size()
+        elif op == "sm_fwd":
+            ref = torch.softmax(x.double(), -1)
+            run = lambda: S._forward(x, 1, dt)  # noqa: E731
+            nbytes = 2 * x.numel() * x.element_size()
+        else:
+            y = torch.softmax(x.float(), -1).to(dt)
+            dy = torch.randn(m, n, device="cuda", dtype=dt)
+            yd = y.double()
+            ref = yd * (dy.double() - (yd * dy.double()).sum(-1, keepdim=True))
+            run = lambda: S._backward(y, dy, 1, dt)  # noqa: E731
+            nbytes = 3 * x.numel() * x.element_size()
+        out = run()
+        err = ((out.double() - ref).norm() / ref.norm()).item()
+        t = do_bench(run, warmup=10, rep=50, return_mode="median")
+        print(f"{op} {m}x{n} {str(dt)[6:]} {t * 1e3:.2f} us {nbytes / t / 1e6:.0f} GB/s err {err:.1e}", flush=True)
+
+
+def summarize(old: list[str], new: list[str]) -> None:
+    def load(paths: list[str]) -> dict[str, list[float]]:
+        times: dict[str, list[float]] = {}
+        for p in paths:
+            for line in open(p):
+                parts = line.split()
+                if len(parts) > 4 and parts[4] == "us":
+                    times.setdefault(" ".join(parts[:3]), []).append(float(parts[3]))
+        return times
+    a, b = load(old), load(new)
+    print(f"case: old us -> new us (median of {len(old)} / {len(new)} runs), old / new")
+    for case in a:
+        if case in b:
+            o, n = statistics.median(a[case]), statistics.median(b[case])
+            print(f"{case}: {o:.1f} -> {n:.1f} us, {o / n:.2f}x  (old {a[case]}, new {b[case]})")
+
+
+if __name__ == "__main__":
+    if "--summarize" in sys.argv:
+        args = sys.argv[sys.argv.index("--summarize") + 1:]
+        cut = args.index("--")
+        summarize(args[:cut], args[cut + 1:])
+    else:
+        measure()
