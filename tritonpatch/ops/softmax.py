@@ -91,7 +91,11 @@ LOOP_WARPS_BWD = 32
 #: 57.3 -> 52.7 us, 256x131072 61.6 -> 55.5, 512x128256 112.1 -> 101.7, 4096x65536 401.7 -> 371.3; fp16
 #: 1024x49152 77.6 -> 71.2 (1.08-1.12x). fp32 wide rows are split (SPLIT_ROWS), so not measured there.
 LOOP_L2_HINTS = True
-#: the same for the looped backward (measured: BENCHMARKS.md, "L2 eviction hints in the looped kernels")
+#: the same for the looped backward (rows wider than 32768 in bf16/fp16). The library with and without,
+#: alternating processes on the H200, 2026-12-01 (benchmarks/ab_looped_l2.py, results_2026-12-01/session12/
+#: ab_looped_l2/): bf16 512x65536 71.7 -> 64.9 us, 2048x65536 259.8 -> 237.7, 256x131072 80.2 -> 77.0,
+#: 512x128256 151.8 -> 143.8; fp16 1024x49152 97.1 -> 96.8 (BENCHMARKS.md, "L2 eviction hints in the looped
+#: kernels").
 LOOP_L2_HINTS_BWD = True
 #: Strided kernels (softmax over a dim that is not the last, e.g. dim=1 of (B, R, C)): the largest
 #: [BLOCK_R, BLOCK_P] tile reduced in one pass (a longer R: the split forward below, or the looped kernels);
