@@ -2,10 +2,13 @@
 
     PYTHONPATH=<checkout> python benchmarks/ab_looped_l2.py > times.txt     # one side, one round
     python benchmarks/ab_looped_l2.py --summarize old_*.txt -- new_*.txt    # medians, new vs old
+    options: --only OP (ln_fwd, ln_bwd, sm_fwd, sm_bwd; repeatable), --off NAME (set the module constant
+    NAME of tritonpatch.ops.layer_norm / softmax to False first, where it exists)
 
 Times (``do_bench`` medians, warmup 10 ms, rep 50 ms) the ops the wide rows take: the LayerNorm forward
-beyond 32768 (looped kernel), the softmax forward beyond 32768 in bf16/fp16 (looped; fp32 rows are split)
-and the softmax backward beyond 32768 in bf16/fp16 (looped). Each case is checked against float64 first.
+beyond 32768 (looped kernel), the LayerNorm backward beyond 8192 (per-row c1/c2 kernel, then the
+column-block kernel), the softmax forward beyond 32768 in bf16/fp16 (looped; fp32 rows are split) and the
+softmax backward beyond 32768 in bf16/fp16 (looped). Each case is checked against float64 first.
 """
 from __future__ import annotations
 
@@ -24,18 +27,37 @@ CASES = [
     ("sm_bwd", 512, 65536, torch.bfloat16), ("sm_bwd", 256, 131072, torch.bfloat16),
     ("sm_bwd", 512, 128256, torch.bfloat16), ("sm_bwd", 1024, 49152, torch.float16),
     ("sm_bwd", 2048, 65536, torch.bfloat16),
+    ("ln_bwd", 4096, 16384, torch.bfloat16), ("ln_bwd", 4096, 16384, torch.float32),
+    ("ln_bwd", 4096, 32768, torch.bfloat16), ("ln_bwd", 8192, 12288, torch.bfloat16),
+    ("ln_bwd", 4096, 65536, torch.bfloat16),
 ]
 
 
-def measure() -> None:
+def measure(only: list[str], off: list[str]) -> None:
     from triton.testing import do_bench
 
     from tritonpatch.ops import layer_norm as L
     from tritonpatch.ops import softmax as S
 
+    for name in off:
+        for mod in (L, S):
+            if hasattr(mod, name):
+                setattr(mod, name, False)
     for op, m, n, dt in CASES:
+        if only and op not in only:
+            continue
         x = torch.randn(m, n, device="cuda", dtype=dt) * 2 + 0.5
-        if op == "ln_fwd":
+        if op == "ln_bwd":
+            w = torch.randn(n, device="cuda", dtype=dt)
+            dy = torch.randn(m, n, device="cuda", dtype=dt)
+            mean = x.float().mean(1)
+            rstd = 1 / (x.float().var(1, unbiased=False) + 1e-5).sqrt()
+            xd = x.double().requires_grad_(True)
+            torch.nn.functional.layer_norm(xd, (n,), w.double(), None, 1e-5).backward(dy.double())
+            ref = xd.grad
+            run = lambda: L.backward_rows(x, dy, n, w, mean, rstd, True, True, True, dt)[0]  # noqa: E731
+            nbytes = 3 * x.numel() * x.element_size()
+        elif op == "ln_fwd":
             w = torch.randn(n, device="cuda", dtype=dt)
             b = torch.randn(n, device="cuda", dtype=dt)
             ref = torch.nn.functional.layer_norm(x.double(), (n,), w.double(), b.double(), 1e-5)
@@ -81,4 +103,6 @@ if __name__ == "__main__":
         cut = args.index("--")
         summarize(args[:cut], args[cut + 1:])
     else:
-        measure()
+        argv = sys.argv[1:]
+        measure([argv[i + 1] for i, a in enumerate(argv) if a == "--only"],
+                [argv[i + 1] for i, a in enumerate(argv) if a == "--off"])

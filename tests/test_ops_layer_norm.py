@@ -134,16 +134,20 @@ def test_width_65536(device):
 
 @pytest.mark.parametrize("hints", [True, False], ids=["l2-hints", "no-hints"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
-def test_looped_forward(device, dtype, hints, monkeypatch):
+def test_looped_forward_and_wide_backward(device, dtype, hints, monkeypatch):
     """Rows wider than FUSED_FWD_MAX: statistics over the chunks, then y written from the last chunk (a
     partial one: 40000 = 4 * 8192 + 7232) back to the first, with L2 hints where asked for and the dtype
-    takes them (2-byte inputs); outputs poisoned, against float64, forward and backward."""
+    takes them (2-byte inputs); the backward's per-row c1/c2 kernel (rows taken last first), with and
+    without its hints; outputs poisoned, against float64, forward and backward."""
     monkeypatch.setattr(ln_mod, "LOOPED_L2_HINTS", hints)
+    monkeypatch.setattr(ln_mod, "BWD_STATS_L2_HINTS", hints)
     n = 40000
     x = _rand((2, n), dtype, device, offset=0.5)
     plan = ln_mod._fwd_plan(2, n, n, 1e-5, dtype, dtype, dtype, True, x.get_device(), hints)
     assert plan.kernel is ln_mod.layer_norm_fwd_looped_kernel
     assert plan.constexprs["L2_HINTS"] is (hints and dtype.itemsize == 2)
+    bwd = ln_mod._bwd_plan(2, n, n, n, dtype, dtype, dtype, True, True, True, dtype, x.get_device(), hints)
+    assert bwd.stats.constexprs["L2_HINTS"] is hints
     _check(x, (n,), _rand((n,), dtype, device), _rand((n,), dtype, device))
 
 

@@ -1,8 +1,9 @@
-"""Loads and stores with an optional L2 eviction hint, for the kernels that walk a row twice.
+"""Loads and stores with an optional L2 eviction hint, for data that is read twice.
 
 A looped (two-pass) kernel reads each row once for its statistics and again for its output. Marking the
 first pass's loads ``evict_last`` and the second pass's ``evict_first`` (and, where measured to help, its
-stores ``evict_first``) keeps more of the row in L2 for the second read. Each launcher decides per dtype
+stores ``evict_first``) keeps more of the row in L2 for the second read. Likewise the LayerNorm
+backward's per-row statistics kernel, whose rows the next kernel reads again. Each launcher decides per dtype
 whether to ask (measurements: ``benchmarks/sweep_looped_l2.py``); the hint is a constexpr, so a kernel
 compiled without it is the plain load/store.
 """

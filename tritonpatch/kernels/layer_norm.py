@@ -177,10 +177,13 @@ def layer_norm_bwd_row_stats_kernel(
     X, DY, W, Mean, Rstd, C1, C2,
     stride_x_row, stride_dy_row,
     N,
-    HAS_W: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_W: tl.constexpr, BLOCK_N: tl.constexpr, L2_HINTS: tl.constexpr,
 ):
-    """Program p computes c1 = sum(xhat * g) / N and c2 = sum(g) / N for row p (g = w * dy), chunked."""
-    row = tl.program_id(0).to(tl.int64)
+    """Program p computes c1 = sum(xhat * g) / N and c2 = sum(g) / N for row M - 1 - p (g = w * dy),
+    chunked. Rows are taken last first, so that the rows this kernel read last (the ones L2 still holds
+    when layer_norm_bwd_kernel starts) are the first that kernel reads again. L2_HINTS: loads marked
+    ``evict_last``."""
+    row = (tl.num_programs(0) - 1 - tl.program_id(0)).to(tl.int64)
     x_row = X + row * stride_x_row
     dy_row = DY + row * stride_dy_row
     mean = tl.load(Mean + row)
@@ -191,8 +194,8 @@ def layer_norm_bwd_row_stats_kernel(
     for start in range(0, N, BLOCK_N):
         c = start + cols
         mask = c < N
-        x = tl.load(x_row + c, mask=mask, other=0.0).to(tl.float32)
-        g = tl.load(dy_row + c, mask=mask, other=0.0).to(tl.float32)
+        x = load_hinted(x_row + c, mask, 0.0, L2_HINTS, "evict_last").to(tl.float32)
+        g = load_hinted(dy_row + c, mask, 0.0, L2_HINTS, "evict_last").to(tl.float32)
         if HAS_W:
             g = g * tl.load(W + c, mask=mask, other=0.0).to(tl.float32)
         xhat = tl.where(mask, (x - mean) * rstd, 0.0)

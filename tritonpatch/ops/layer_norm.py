@@ -61,6 +61,14 @@ FUSED_BWD_MAX = 8192
 #: chunks at 16 warps): bf16 4096x65536 381.2 -> 372.8 us, 1024x49152 78.7 -> 75.8 us with the reversed
 #: second pass in both (which alone took 457.3 / 85.4 us to 381.2 / 78.7); in fp32 the hints cost 2-4%.
 LOOPED_L2_HINTS = True
+#: The wide-row backward's per-row c1/c2 kernel (rows wider than FUSED_BWD_MAX) marks its loads
+#: ``evict_last``. It takes the rows last first, so the rows it read last, still in L2, are the first
+#: rows, where the dx kernel that re-reads them starts. The library before and after, alternating
+#: processes on the H200, 2026-12-01 (benchmarks/ab_looped_l2.py --only ln_bwd,
+#: results_2026-12-01/session12/ab_ln_bwd/): bf16 4096x16384 199.2 -> 189.0 us, 8192x12288 285.8 -> 269.2,
+#: 4096x32768 363.8 -> 349.8, 4096x65536 689.7 -> 658.3; fp32 4096x16384 349.5 -> 346.5. The reversed
+#: order without the hints: 1.00-1.01x.
+BWD_STATS_L2_HINTS = True
 #: Chunk sizes of the wide-row kernels.
 _FWD_LOOP_BLOCK = 8192
 _BWD_STATS_BLOCK = 4096
@@ -243,9 +251,9 @@ class _BwdPlan(NamedTuple):
 @functools.lru_cache(maxsize=4096)
 def _bwd_plan(m: int, n: int, rs_x: int, rs_dy: int, x_dtype: torch.dtype, dy_dtype: torch.dtype,
               w_dtype: torch.dtype | None, need_dx: bool, need_dw: bool, need_db: bool,
-              param_dtype: torch.dtype, device: int) -> _BwdPlan:
+              param_dtype: torch.dtype, device: int, l2_hints: bool) -> _BwdPlan:
     """The backward launches for M rows of width n (row strides ``rs_x`` of x, ``rs_dy`` of dy), cached
-    per call shape like :func:`_fwd_plan`."""
+    per call shape like :func:`_fwd_plan` (``l2_hints``: :data:`BWD_STATS_L2_HINTS`)."""
     fused, block, rows, warps, per_sm = _bwd_config(n, x_dtype.itemsize)
     n_tiles = cdiv(m, rows)
     dev = device if device >= 0 else None
@@ -266,7 +274,7 @@ def _bwd_plan(m: int, n: int, rs_x: int, rs_dy: int, x_dtype: torch.dtype, dy_dt
         g = clamp(sms * per_sm // n_col_blocks, 1, n_tiles)
         if need_dx:
             stats = BoundLaunch(layer_norm_bwd_row_stats_kernel, (m,), (rs_x, rs_dy, n),
-                                dict(HAS_W=has_w, BLOCK_N=_BWD_STATS_BLOCK), 8, device=dev)
+                                dict(HAS_W=has_w, BLOCK_N=_BWD_STATS_BLOCK, L2_HINTS=l2_hints), 8, device=dev)
         main = BoundLaunch(layer_norm_bwd_kernel, (g, n_col_blocks), (rs_x, rs_dy, n, m, n, g * (k - 1)),
                            dict(HAS_W=has_w, FULL_ROW=False, **needs, BLOCK_N=block, ROWS=rows), warps, device=dev)
     reduce = None
@@ -324,7 +332,7 @@ def _backward_rows_triton(x: torch.Tensor, dy: torch.Tensor, n: int, w: torch.Te
         db = torch.zeros(n, dtype=param_dtype, device=dev) if need_db else None
         return dx, dw, db
     plan = _bwd_plan(m, n, rs_x, rs_dy, x.dtype, dy.dtype, None if w is None else w.dtype,
-                     need_dx, need_dw, need_db, param_dtype, x.get_device())
+                     need_dx, need_dw, need_db, param_dtype, x.get_device(), BWD_STATS_L2_HINTS)
     k = int(need_dw) + int(need_db)
     w_arg = x2 if w is None else w
     dx_arg = x2 if dx is None else dx
