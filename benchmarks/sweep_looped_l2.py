@@ -25,25 +25,14 @@ import triton
 import triton.language as tl
 from triton.testing import do_bench
 
+from tritonpatch.kernels.cache_hints import load_hinted, store_streaming as _st
 from tritonpatch.ops import layer_norm as L
 from tritonpatch.ops import softmax as S
 
 
 @triton.jit
 def _ld(ptrs, mask, other, EV: tl.constexpr, POLICY: tl.constexpr):
-    if EV:
-        v = tl.load(ptrs, mask=mask, other=other, eviction_policy=POLICY)
-    else:
-        v = tl.load(ptrs, mask=mask, other=other)
-    return v.to(tl.float32)
-
-
-@triton.jit
-def _st(ptrs, v, mask, ST: tl.constexpr):
-    if ST:
-        tl.store(ptrs, v, mask=mask, eviction_policy="evict_first")
-    else:
-        tl.store(ptrs, v, mask=mask)
+    return load_hinted(ptrs, mask, other, EV, POLICY).to(tl.float32)
 
 
 @triton.jit
