@@ -56,10 +56,12 @@ FUSED_FWD_MAX = 32768
 #: per-row c1/c2 first, then dx and dw/db partials per column block (reads x and dy twice).
 FUSED_BWD_MAX = 8192
 #: The looped forward's L2 eviction hints, for 2-byte inputs: its first pass loads with ``evict_last``,
-#: its second (which reads the row again, last chunk first) with ``evict_first``. Measured on the H200,
-#: 2026-12-01 (benchmarks/sweep_looped_l2.py, results_2026-12-01/session12/sweep_looped_l2.txt, 8192-element
-#: chunks at 16 warps): bf16 4096x65536 381.2 -> 372.8 us, 1024x49152 78.7 -> 75.8 us with the reversed
-#: second pass in both (which alone took 457.3 / 85.4 us to 381.2 / 78.7); in fp32 the hints cost 2-4%.
+#: its second (which reads the row again, last chunk first) with ``evict_first``. The library before (no
+#: hints, second pass first chunk first) and after, alternating processes on the H200, 2026-12-01
+#: (benchmarks/ab_looped_l2.py, results_2026-12-01/session12/ab_looped_l2/): bf16 4096x65536 416.1 -> 372.4
+#: us, 2048x131072 433.4 -> 406.9, 1024x49152 85.6 -> 76.6; fp16 4096x65536 416.3 -> 377.1; fp32 (the
+#: reversed pass alone) 791.4 -> 769.5. In fp32 the hints cost 3-5% over the reversed pass alone
+#: (benchmarks/sweep_looped_l2.py, results_2026-12-01/session12/sweep_looped_l2.txt).
 LOOPED_L2_HINTS = True
 #: The wide-row backward's per-row c1/c2 kernel (rows wider than FUSED_BWD_MAX) marks its loads
 #: ``evict_last``. It takes the rows last first, so the rows it read last, still in L2, are the first
