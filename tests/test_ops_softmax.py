@@ -210,6 +210,29 @@ def test_wide_rows(dtype, device):
     _check_backward(x, -1)
 
 
+@pytest.mark.parametrize("hints", [True, False], ids=["l2-hints", "no-hints"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_looped_rows_take_l2_hints_in_2_byte_dtypes(dtype, hints, device, monkeypatch):
+    """The looped row kernels, forward and backward, are compiled with L2 eviction hints for bf16/fp16 when
+    LOOP_L2_HINTS / LOOP_L2_HINTS_BWD ask for them, never for fp32 (whose wide rows are split); with or
+    without, the results match float64 (outputs poisoned)."""
+    monkeypatch.setattr(S, "SPLIT_ROWS", False)
+    monkeypatch.setattr(S, "LOOP_L2_HINTS", hints)
+    monkeypatch.setattr(S, "LOOP_L2_HINTS_BWD", hints)
+    monkeypatch.setattr(S, "MAX_SINGLE_N", 8)
+    monkeypatch.setattr(S, "MAX_SINGLE_N_BWD", 8)
+    monkeypatch.setattr(S, "LOOP_BLOCK_BYTES", 64)
+    monkeypatch.setattr(S, "LOOP_BLOCK_BYTES_BWD", 64)
+    x = _rand((3, 100), dtype, device)
+    fwd = S._fwd_plan(x.shape, x.stride(), 1, dtype, dtype, x.device, S._heuristics())
+    bwd = S._bwd_plan(x.shape, x.stride(), 1, dtype, dtype, dtype, x.device, S._bwd_heuristics())
+    for plan, kernel in ((fwd, S.K.softmax_fwd_rows_looped_kernel), (bwd, S.K.softmax_bwd_rows_looped_kernel)):
+        assert plan.kernel is kernel
+        assert plan.constexprs["L2_HINTS"] is (hints and dtype != torch.float32)
+    _check_forward(x, -1)
+    _check_backward(x, -1)
+
+
 @pytest.mark.parametrize("rows", ["one", "many"])
 def test_split_rows_over_many_rounds(rows, device, monkeypatch):
     """fp32 rows split over programs (SPLIT_ROWS), with more chunks than the persistent grid takes in one
