@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.conftest import INTERPRET
 from tests.numerics import assert_matches, rel_err
 from tritonpatch.ops import common
 from tritonpatch.ops import layer_norm as ln_mod
@@ -148,6 +149,8 @@ def test_looped_forward_and_wide_backward(device, dtype, hints, monkeypatch):
     assert plan.constexprs["L2_HINTS"] is (hints and dtype.itemsize == 2)
     bwd = ln_mod._bwd_plan(2, n, n, n, dtype, dtype, dtype, True, True, True, dtype, x.get_device(), hints)
     assert bwd.stats.constexprs["L2_HINTS"] is hints
+    if INTERPRET and (not hints or dtype == torch.float16):
+        return  # the interpreter ignores eviction hints, and runs fp16 as it runs bf16 (15 s a case)
     _check(x, (n,), _rand((n,), dtype, device), _rand((n,), dtype, device))
 
 
