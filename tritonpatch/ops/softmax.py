@@ -305,12 +305,13 @@ class _RowsSplitLaunch:
 
 
 def _rows_split(kernel: FastKernel, tensor_dtypes: tuple, scalars: tuple, n_rows: int, n_cols: int, elt: int,
-                flags: dict, dev: int | None, consts: tuple, parts: int, fallback: BoundLaunch):
+                flags: dict, dev: int | None, sms: int, consts: tuple, parts: int, fallback: BoundLaunch):
     """A :class:`_RowsSplitLaunch` of ``kernel`` for n_rows rows of n_cols (``scalars``: the launch's
     scalars before ``n_tiles``), or ``fallback`` where the rows are not split: the split off, not fp32
     (``elt``, the widest tensor read, is not 4 bytes: measured slower, see :data:`SPLIT_ROWS`), too many
     chunks for the programs that fit on the GPU at once, or under the interpreter (which runs programs one
-    after another) more than one chunk per row. ``parts``: fp32 partials per program (forward 2, backward 1)."""
+    after another) more than one chunk per row. ``sms``: the device's SM count (:func:`num_sms`); ``parts``:
+    fp32 partials per program (forward 2, backward 1)."""
     on, chunk_bytes, per_thread = consts
     chunk = max(1, chunk_bytes // elt)
     chunks = cdiv(n_cols, chunk)
@@ -321,10 +322,9 @@ def _rows_split(kernel: FastKernel, tensor_dtypes: tuple, scalars: tuple, n_rows
     constexprs = dict(K=chunks, KP=kp, CHUNK=chunk, **flags)
     tiles = n_rows * chunks
     if dev is None:  # interpreter: a few programs, one chunk per row
-        per_sm, sms = 2, num_sms(-1)
+        per_sm = 2
     else:
-        per_sm, sms = programs_per_sm(kernel, dev, (*tensor_dtypes, torch.int32, *scalars, tiles), warps,
-                                      constexprs), num_sms(dev)
+        per_sm = programs_per_sm(kernel, dev, (*tensor_dtypes, torch.int32, *scalars, tiles), warps, constexprs)
     grid = min(tiles, per_sm * sms // chunks * chunks)
     if grid < chunks:
         return fallback
@@ -350,14 +350,14 @@ def _fwd_plan(shape: tuple[int, ...], strides: tuple[int, ...], d: int, x_dtype:
     soft = interpreting()
     dev = device.index if device.type == "cuda" else None
     if inner == 1 and (sr == 1 or R == 1):
-        looped, rows, block_n, nw = _rows_config(R, outer, elt, num_sms(-1 if dev is None else dev),
-                                                 (max_single, rows_tile, loop_bytes))
+        sms = num_sms(-1 if dev is None else dev)
+        looped, rows, block_n, nw = _rows_config(R, outer, elt, sms, (max_single, rows_tile, loop_bytes))
         if looped:
             flags = dict(ROUND=rnd, SOFT_BF16=soft)
             launch = BoundLaunch(K.softmax_fwd_rows_looped_kernel, (outer,), (R, so, R),
                                  dict(BLOCK_N=block_n, **flags, L2_HINTS=l2_hints and elt < 4), nw, device=dev)
             return _rows_split(K.softmax_fwd_rows_split_kernel, (x_dtype, out_dtype), (R, so, R), outer, R, elt,
-                               flags, dev, split_rows, 2, launch)
+                               flags, dev, sms, split_rows, 2, launch)
         return BoundLaunch(K.softmax_fwd_rows_kernel, (cdiv(outer, rows),), (outer, R, so, R),
                            dict(ROWS=rows, BLOCK_N=block_n, ROUND=rnd, SOFT_BF16=soft), nw, device=dev)
     if inner == 1:  # reduced axis strided, rows (outer) are the parallel axis: e.g. a transposed 2-D x
@@ -428,8 +428,8 @@ def _bwd_plan(shape: tuple[int, ...], dy_strides: tuple[int, ...], d: int, y_dty
     soft = interpreting()
     dev = device.index if device.type == "cuda" else None
     if inner == 1:
-        looped, rows, block_n, nw = _rows_config(R, outer, elt, num_sms(-1 if dev is None else dev),
-                                                 (max_single, rows_tile, rows_loop_bytes))
+        sms = num_sms(-1 if dev is None else dev)
+        looped, rows, block_n, nw = _rows_config(R, outer, elt, sms, (max_single, rows_tile, rows_loop_bytes))
         unit = dsr == 1 or R == 1
         flags = dict(DY_COL_UNIT=unit, SOFT_BF16=soft)
         if looped:
@@ -441,7 +441,7 @@ def _bwd_plan(shape: tuple[int, ...], dy_strides: tuple[int, ...], d: int, y_dty
                                  dict(ROWS=rows, BLOCK_N=block_n, **flags), nw, device=dev)
         if looped or 2 * block_n > max_single:  # the widest one-pass rows gain too (SPLIT_ROWS)
             return _rows_split(K.softmax_bwd_rows_split_kernel, (y_dtype, dy_dtype, dx_dtype), (R, R, dso, dsr),
-                               outer, R, elt, flags, dev, split_rows, 1, launch)
+                               outer, R, elt, flags, dev, sms, split_rows, 1, launch)
         return launch
     looped, block_r, block_p, nw = _strided_config(R, inner, elt, (strided_single, strided_tile, per_thread,
                                                                    loop_bytes))
