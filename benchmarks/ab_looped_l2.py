@@ -3,7 +3,9 @@
     PYTHONPATH=<checkout> python benchmarks/ab_looped_l2.py > times.txt     # one side, one round
     python benchmarks/ab_looped_l2.py --summarize old_*.txt -- new_*.txt    # medians, new vs old
     options: --only OP (ln_fwd, ln_bwd, sm_fwd, sm_bwd; repeatable), --off NAME (set the module constant
-    NAME of tritonpatch.ops.layer_norm / softmax to False first, where it exists)
+    NAME of tritonpatch.ops.layer_norm / softmax to False first, where it exists), --torch (also time
+    torch's own op for each case, as "torch_<op>"), --fp32-hints (a probe: the LayerNorm looped
+    forward takes its L2 hints in fp32 too)
 
 Times (``do_bench`` medians, warmup 10 ms, rep 50 ms) the ops the wide rows take: the LayerNorm forward
 beyond 32768 (looped kernel), the LayerNorm backward beyond 8192 (per-row c1/c2 kernel, then the
@@ -20,7 +22,10 @@ import torch
 CASES = [
     ("ln_fwd", 4096, 65536, torch.bfloat16), ("ln_fwd", 4096, 65536, torch.float16),
     ("ln_fwd", 4096, 65536, torch.float32), ("ln_fwd", 2048, 131072, torch.bfloat16),
-    ("ln_fwd", 1024, 49152, torch.bfloat16),
+    ("ln_fwd", 1024, 49152, torch.bfloat16), ("ln_fwd", 2048, 49152, torch.float32),
+    ("ln_fwd", 4096, 40000, torch.float32), ("ln_fwd", 1024, 131072, torch.float32),
+    ("ln_fwd", 1024, 98304, torch.float32),
+    ("ln_fwd", 4096, 36864, torch.float32), ("ln_fwd", 64, 65536, torch.float32),
     ("sm_fwd", 512, 65536, torch.bfloat16), ("sm_fwd", 256, 131072, torch.bfloat16),
     ("sm_fwd", 512, 128256, torch.bfloat16), ("sm_fwd", 1024, 49152, torch.float16),
     ("sm_fwd", 4096, 65536, torch.bfloat16),
@@ -33,7 +38,7 @@ CASES = [
 ]
 
 
-def measure(only: list[str], off: list[str]) -> None:
+def measure(only: list[str], off: list[str], with_torch: bool, fp32_hints: bool) -> None:
     from triton.testing import do_bench
 
     from tritonpatch.ops import layer_norm as L
@@ -43,10 +48,20 @@ def measure(only: list[str], off: list[str]) -> None:
         for mod in (L, S):
             if hasattr(mod, name):
                 setattr(mod, name, False)
+    if fp32_hints:
+        plan_fwd = L._fwd_plan
+
+        def hinted_plan(*args):
+            plan = plan_fwd(*args)
+            if "L2_HINTS" in plan.constexprs:  # before its first call, so the compiled kernel takes it
+                plan.constexprs = dict(plan.constexprs, L2_HINTS=True)
+            return plan
+        L._fwd_plan = hinted_plan
     for op, m, n, dt in CASES:
         if only and op not in only:
             continue
         x = torch.randn(m, n, device="cuda", dtype=dt) * 2 + 0.5
+        torch_run = None
         if op == "ln_bwd":
             w = torch.randn(n, device="cuda", dtype=dt)
             dy = torch.randn(m, n, device="cuda", dtype=dt)
@@ -62,10 +77,12 @@ def measure(only: list[str], off: list[str]) -> None:
             b = torch.randn(n, device="cuda", dtype=dt)
             ref = torch.nn.functional.layer_norm(x.double(), (n,), w.double(), b.double(), 1e-5)
             run = lambda: L.forward_rows(x, n, w, b, 1e-5, True)[0]  # noqa: E731
+            torch_run = lambda: torch.nn.functional.layer_norm(x, (n,), w, b, 1e-5)  # noqa: E731
             nbytes = 2 * x.numel() * x.element_size()
         elif op == "sm_fwd":
             ref = torch.softmax(x.double(), -1)
             run = lambda: S._forward(x, 1, dt)  # noqa: E731
+            torch_run = lambda: torch.softmax(x, -1)  # noqa: E731
             nbytes = 2 * x.numel() * x.element_size()
         else:
             y = torch.softmax(x.float(), -1).to(dt)
@@ -78,6 +95,9 @@ def measure(only: list[str], off: list[str]) -> None:
         err = ((out.double() - ref).norm() / ref.norm()).item()
         t = do_bench(run, warmup=10, rep=50, return_mode="median")
         print(f"{op} {m}x{n} {str(dt)[6:]} {t * 1e3:.2f} us {nbytes / t / 1e6:.0f} GB/s err {err:.1e}", flush=True)
+        if with_torch and torch_run is not None:
+            t = do_bench(torch_run, warmup=10, rep=50, return_mode="median")
+            print(f"torch_{op} {m}x{n} {str(dt)[6:]} {t * 1e3:.2f} us {nbytes / t / 1e6:.0f} GB/s", flush=True)
 
 
 def summarize(old: list[str], new: list[str]) -> None:
@@ -105,4 +125,4 @@ if __name__ == "__main__":
     else:
         argv = sys.argv[1:]
         measure([argv[i + 1] for i, a in enumerate(argv) if a == "--only"],
-                [argv[i + 1] for i, a in enumerate(argv) if a == "--off"])
+                [argv[i + 1] for i, a in enumerate(argv) if a == "--off"], "--torch" in argv, "--fp32-hints" in argv)

@@ -109,8 +109,8 @@ def test_matches_reference(device, dtype, m, n):
 def test_forward_tiles_even_and_masked(device, dtype, m, n):
     """Several rows per program: an exact tiling (no masks: EVEN) and tiles with masked rows or columns
     (m not a multiple of ROWS, n not a power of two); outputs are NaN-poisoned, so a skipped row fails."""
-    fused, block, rows, _ = ln_mod._fwd_config(n, dtype.itemsize)
-    assert fused and rows > 1
+    fused, block, rows, _, head = ln_mod._fwd_config(n, dtype.itemsize)
+    assert fused and rows > 1 and head == 0
     even = n == block and m % rows == 0
     assert even is ((m, n) == (4, 1024))
     x = _rand((m, n), dtype, device, offset=0.5)
@@ -127,8 +127,12 @@ def test_width_32768_in_registers(device, dtype):
     _check(x, (n,), _rand((n,), dtype, device), _rand((n,), dtype, device))
 
 
-def test_width_65536(device):
-    n = 65536
+@pytest.mark.parametrize("n", [32769, 65536])
+def test_fp32_wide_rows_hold_their_head(device, n):
+    """fp32 rows wider than FUSED_FWD_MAX: the first LOOPED_HEAD_FP32 elements held in registers, the tail
+    walked twice (32769: a one-element tail in a masked chunk; 65536: whole chunks)."""
+    plan = ln_mod._fwd_plan(2, n, n, 1e-5, torch.float32, torch.float32, torch.float32, True, -1, True)
+    assert plan.kernel is ln_mod.layer_norm_fwd_looped_kernel and plan.constexprs["HEAD"] == 32768
     x = _rand((2, n), torch.float32, device)
     _check(x, (n,), _rand((n,), torch.float32, device), _rand((n,), torch.float32, device))
 
@@ -138,7 +142,7 @@ def test_width_65536(device):
 def test_looped_forward_and_wide_backward(device, dtype, hints, monkeypatch):
     """Rows wider than FUSED_FWD_MAX: statistics over the chunks, then y written from the last chunk (a
     partial one: 40000 = 4 * 8192 + 7232) back to the first, with L2 hints where asked for and the dtype
-    takes them (2-byte inputs); the backward's per-row c1/c2 kernel (rows taken last first), with and
+    takes them (2-byte inputs); fp32 holds the first 32768 in registers (one partial chunk after them); the backward's per-row c1/c2 kernel (rows taken last first), with and
     without its hints; outputs poisoned, against float64, forward and backward."""
     monkeypatch.setattr(ln_mod, "LOOPED_L2_HINTS", hints)
     monkeypatch.setattr(ln_mod, "BWD_STATS_L2_HINTS", hints)
@@ -147,6 +151,7 @@ def test_looped_forward_and_wide_backward(device, dtype, hints, monkeypatch):
     plan = ln_mod._fwd_plan(2, n, n, 1e-5, dtype, dtype, dtype, True, x.get_device(), hints)
     assert plan.kernel is ln_mod.layer_norm_fwd_looped_kernel
     assert plan.constexprs["L2_HINTS"] is (hints and dtype.itemsize == 2)
+    assert plan.constexprs["HEAD"] == (ln_mod.LOOPED_HEAD_FP32 if dtype == torch.float32 else 0)
     bwd = ln_mod._bwd_plan(2, n, n, n, dtype, dtype, dtype, True, True, True, dtype, x.get_device(), hints)
     assert bwd.stats.constexprs["L2_HINTS"] is hints
     if INTERPRET and (not hints or dtype == torch.float16):
@@ -364,16 +369,19 @@ def test_no_width_limit(device):
 
 def test_launch_configs_cover_widths():
     """The heuristics pick sane tiles: power-of-two blocks covering the row when fused, 1..32 warps with
-    64 bytes of x per thread (fewer only for tiles under one warp's worth), 16 warps for chunked rows."""
+    64 bytes of x per thread (fewer only for tiles under one warp's worth), 16 warps for chunked rows
+    (32 for fp32 up to 65536 wide, which hold the first LOOPED_HEAD_FP32 elements of a row)."""
     for n, elt in itertools.product([1, 3, 127, 768, 1000, 1024, 4096, 4097, 8192, 16384, 16385, 32768, 32769,
-                                     65536, 262144], (2, 4)):
-        fused, block, rows, warps = ln_mod._fwd_config(n, elt)
+                                     65536, 65537, 262144], (2, 4)):
+        fused, block, rows, warps, head = ln_mod._fwd_config(n, elt)
         assert 1 <= warps <= 32 and rows >= 1 and block & (block - 1) == 0 and rows & (rows - 1) == 0
         assert fused == (n <= ln_mod.FUSED_FWD_MAX)
         if fused:
-            assert block >= n and (rows * block * elt // warps <= 32 * 64 or warps == 32)
+            assert block >= n and (rows * block * elt // warps <= 32 * 64 or warps == 32) and head == 0
+        elif elt == 4 and n <= 2 * ln_mod.LOOPED_HEAD_FP32:
+            assert head == ln_mod.LOOPED_HEAD_FP32 < n and warps == 32
         else:
-            assert warps == 16
+            assert warps == 16 and head == 0
         fused_b, block_b, rows_b, warps_b, per_sm = ln_mod._bwd_config(n, 2)
         assert 4 <= warps_b <= 16 and per_sm >= 1
         assert not fused_b or block_b >= n

@@ -23,7 +23,8 @@ Layout: row ``r`` of an input starts at ``ptr + r * stride_row`` and its element
 
 Kernels (the launcher in ``tritonpatch/ops/layer_norm.py`` picks one by width):
   layer_norm_fwd_kernel          whole rows in registers, ROWS rows per program (2-D tile)
-  layer_norm_fwd_looped_kernel   one row per program, walked twice in BLOCK_N chunks (wide rows)
+  layer_norm_fwd_looped_kernel   one row per program, walked twice in BLOCK_N chunks (wide rows), but
+                                 for its first HEAD elements, held in registers and read once
   layer_norm_bwd_fused_kernel    whole rows (N <= 8192): dx and dw/db partials, persistent grid, each
                                  program a contiguous chunk of rows, next tile prefetched
   layer_norm_bwd_row_stats_kernel  c1, c2 per row, chunked (only for wide rows)
@@ -102,14 +103,18 @@ def layer_norm_fwd_looped_kernel(
     stride_x_row, stride_y_row,
     N, eps,
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, STORE_STATS: tl.constexpr,
-    BLOCK_N: tl.constexpr, L2_HINTS: tl.constexpr,
+    BLOCK_N: tl.constexpr, L2_HINTS: tl.constexpr, HEAD: tl.constexpr,
 ):
-    """Program p normalizes row p, any width, in chunks of BLOCK_N.
+    """Program p normalizes row p, any width N >= HEAD, in chunks of BLOCK_N.
 
+    HEAD > 0: the row's first HEAD elements are loaded once and held in registers; only the rest (the
+    tail) is walked twice, so a row costs N + (N - HEAD) element reads instead of 2 N.
     Pass 1 reads each chunk once and merges per-chunk (count, mean, M2) with Chan's formula, which is as
     stable as the two-pass formula:  n = na + nb,  d = mean_b - mean_a,
-        mean = mean_a + d * nb / n,   M2 = M2_a + M2_b + d^2 * na * nb / n.
-    Pass 2 re-reads the chunks, last first (those are the likeliest still in L2), and writes y.
+        mean = mean_a + d * nb / n,   M2 = M2_a + M2_b + d^2 * na * nb / n
+    (the held head is the first part: its mean and M2 by the two-pass formula on the registers).
+    Pass 2 re-reads the tail's chunks, last first (those are the likeliest still in L2), and writes y; then
+    y of the head, from the registers.
     L2_HINTS: pass 1 loads with ``evict_last`` (keep the row in L2 for pass 2), pass 2 with ``evict_first``.
     """
     row = tl.program_id(0).to(tl.int64)
@@ -117,10 +122,18 @@ def layer_norm_fwd_looped_kernel(
     y_row = Y + row * stride_y_row
     cols = tl.arange(0, BLOCK_N)
 
-    mean = 0.0
-    m2 = 0.0
-    count = 0.0
-    for start in range(0, N, BLOCK_N):
+    if HEAD > 0:
+        head = tl.arange(0, HEAD)
+        x_head = tl.load(x_row + head).to(tl.float32)       # N >= HEAD: no mask
+        mean = tl.sum(x_head, axis=0) / HEAD
+        xc_head = x_head - mean
+        m2 = tl.sum(xc_head * xc_head, axis=0)
+        count = HEAD * 1.0
+    else:
+        mean = 0.0
+        m2 = 0.0
+        count = 0.0
+    for start in range(HEAD, N, BLOCK_N):
         c = start + cols
         mask = c < N
         x = load_hinted(x_row + c, mask, 0.0, L2_HINTS, "evict_last").to(tl.float32)
@@ -135,9 +148,9 @@ def layer_norm_fwd_looped_kernel(
         count = n_ab
     rstd = 1.0 / tl.sqrt(m2 / N + eps)
 
-    n_chunks = tl.cdiv(N, BLOCK_N)
+    n_chunks = tl.cdiv(N - HEAD, BLOCK_N)
     for i in range(0, n_chunks):
-        c = (n_chunks - 1 - i) * BLOCK_N + cols
+        c = HEAD + (n_chunks - 1 - i) * BLOCK_N + cols
         mask = c < N
         x = load_hinted(x_row + c, mask, 0.0, L2_HINTS, "evict_first").to(tl.float32)
         y = (x - mean) * rstd
@@ -146,6 +159,13 @@ def layer_norm_fwd_looped_kernel(
         if HAS_B:
             y = y + tl.load(B + c, mask=mask, other=0.0).to(tl.float32)
         tl.store(y_row + c, y.to(Y.dtype.element_ty), mask=mask)
+    if HEAD > 0:
+        y = (x_head - mean) * rstd
+        if HAS_W:
+            y = y * tl.load(W + head).to(tl.float32)
+        if HAS_B:
+            y = y + tl.load(B + head).to(tl.float32)
+        tl.store(y_row + head, y.to(Y.dtype.element_ty))
     if STORE_STATS:
         tl.store(Mean + row, mean)
         tl.store(Rstd + row, rstd)

@@ -8,7 +8,8 @@ For ``x`` of shape ``(*, *normalized_shape)`` with ``N = prod(normalized_shape)`
 Same semantics and output dtype as :func:`torch.nn.functional.layer_norm`. Statistics and all
 accumulations are fp32; fp32, fp16 and bf16 inputs are taken. Any width runs on Triton: rows up to
 ``FUSED_FWD_MAX`` (fwd, 32768) / ``FUSED_BWD_MAX`` (bwd, 8192) wide are held in registers, wider rows are walked in
-chunks (see ``tritonpatch/kernels/layer_norm.py``).
+chunks (see ``tritonpatch/kernels/layer_norm.py``; an fp32 row's first ``LOOPED_HEAD_FP32`` elements stay in
+registers).
 
 Layout: the kernels read rows with a row stride and contiguous elements, so an input whose leading dims
 are sliced/strided needs no copy (nor does an expanded upstream gradient). An input whose normalized
@@ -71,6 +72,19 @@ LOOPED_L2_HINTS = True
 #: 4096x32768 363.8 -> 349.8, 4096x65536 689.7 -> 658.3; fp32 4096x16384 349.5 -> 346.5. The reversed
 #: order without the hints: 1.00-1.01x.
 BWD_STATS_L2_HINTS = True
+#: fp32 rows wider than FUSED_FWD_MAX, up to twice LOOPED_HEAD_FP32: the looped forward holds each row's
+#: first LOOPED_HEAD_FP32 elements in registers (32 warps, 32 registers a thread) and walks only the rest
+#: twice, so a 65536-wide row costs 1.5 reads instead of 2. The library before and after, alternating
+#: processes on the H200, 2026-12-01 (benchmarks/ab_looped_l2.py --only ln_fwd, three rounds each,
+#: results_2026-12-01/session13/ab_ln_head/): fp32 4096x65536 776.1 -> 721.7 us (1.08x), 2048x49152
+#: 1.15x, 4096x40000 1.22x, 4096x36864 1.15x, 64x65536 1.44x; but 1024x131072 414.2 -> 437.4 (0.95x: with
+#: three quarters of the row in the tail, one 32-warp program per SM walks it slower than two 16-warp
+#: ones), hence the limit. With the limit, on another H200 the same hour (two rounds each, ab_ln_head_limit/):
+#: 4096x65536 769.8 -> 737.9 (1.04x), the others as above, 98304 and 131072 unchanged; the L2 hints on
+#: top cost 3% at 40000 and gain 2% at 65536 (summary_fp32_hints.txt), so fp32 goes without them. Not for
+#: 2-byte inputs: there the second walk already comes largely from L2 (the hints above) and the prototype
+#: ran 0.80-0.86x at 4096x65536 (benchmarks/sweep_row_head.py, results_2026-12-01/session13/sweep_row_head{,2}.txt).
+LOOPED_HEAD_FP32 = 32768
 #: Chunk sizes of the wide-row kernels.
 _FWD_LOOP_BLOCK = 8192
 _BWD_STATS_BLOCK = 4096
@@ -125,21 +139,33 @@ def unsupported(x: torch.Tensor, normalized_shape: tuple[int, ...], weight: torc
 # ----------------------------------------------------------------------------------------------------
 # Launch parameters (functions of the width only, cached)
 # ----------------------------------------------------------------------------------------------------
+class _FwdConfig(NamedTuple):
+    """The forward's launch parameters at one width (see :func:`_fwd_config`)."""
+
+    fused: bool  # whole rows in registers (one pass), or the looped kernel
+    block: int  # BLOCK_N: the row tile's width, or the looped kernel's chunk
+    rows: int  # rows per program
+    warps: int
+    head: int  # looped: elements at the start of a row held in registers (HEAD), else 0
+
+
 @functools.lru_cache(maxsize=None)
-def _fwd_config(n: int, elt: int = 2) -> tuple[bool, int, int, int]:
-    """(fused, BLOCK_N, ROWS, num_warps) for the forward at width n, element size elt.
+def _fwd_config(n: int, elt: int = 2) -> _FwdConfig:
+    """The forward's launch parameters at width n, element size elt.
 
     Fused: the row tile is (ROWS, next_pow2(n)) with ROWS*BLOCK_N = _TILE (2048) for narrow rows (several
     rows per program, 2-D tile), one row per program from 2048 up; each thread holds 64 bytes of x (32
     bf16 or 16 fp32 elements), i.e. warps = tile * elt / 2048 in [1, 32].
-    Wider than FUSED_FWD_MAX: one row per program in 8192 chunks, 16 warps.
+    Wider than FUSED_FWD_MAX: one row per program in 8192 chunks, 16 warps; fp32 up to twice
+    LOOPED_HEAD_FP32 wide: the first LOOPED_HEAD_FP32 elements held, 32 warps.
     """
     if n > FUSED_FWD_MAX:
-        return False, _FWD_LOOP_BLOCK, 1, 16
+        head = LOOPED_HEAD_FP32 if elt >= 4 and n <= 2 * LOOPED_HEAD_FP32 else 0
+        return _FwdConfig(False, _FWD_LOOP_BLOCK, 1, 32 if head else 16, head)
     block = next_power_of_2(n)
     rows = clamp(_TILE // block, 1, 64)
     warps = clamp(rows * block * elt // (32 * _FWD_BYTES_PER_THREAD), 1, 32)
-    return True, block, rows, warps
+    return _FwdConfig(True, block, rows, warps, 0)
 
 
 @functools.lru_cache(maxsize=None)
@@ -207,7 +233,7 @@ def _fwd_plan(m: int, n: int, row_stride: int, eps: float, x_dtype: torch.dtype,
     launch's argument key are paid once per call shape, not per call). The dtypes, the scalars, the
     device and :data:`LOOPED_L2_HINTS` are its key; the launch takes (x, y, w, b, mean, rstd), absent ones
     replaced by x."""
-    fused, block, rows, warps = _fwd_config(n, x_dtype.itemsize)
+    fused, block, rows, warps, head = _fwd_config(n, x_dtype.itemsize)
     flags = dict(HAS_W=w_dtype is not None, HAS_B=b_dtype is not None, STORE_STATS=store_stats, BLOCK_N=block)
     dev = device if device >= 0 else None
     if fused:
@@ -215,7 +241,7 @@ def _fwd_plan(m: int, n: int, row_stride: int, eps: float, x_dtype: torch.dtype,
         return BoundLaunch(layer_norm_fwd_kernel, (cdiv(m, rows),), (row_stride, n, m, n, eps),
                            dict(flags, ROWS=rows, EVEN=even), warps, device=dev)
     return BoundLaunch(layer_norm_fwd_looped_kernel, (m,), (row_stride, n, n, eps),
-                       dict(flags, L2_HINTS=l2_hints and x_dtype.itemsize < 4), warps, device=dev)
+                       dict(flags, L2_HINTS=l2_hints and x_dtype.itemsize < 4, HEAD=head), warps, device=dev)
 
 
 @launcher
