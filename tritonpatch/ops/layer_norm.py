@@ -160,7 +160,7 @@ def _fwd_config(n: int, elt: int = 2) -> _FwdConfig:
     LOOPED_HEAD_FP32 wide: the first LOOPED_HEAD_FP32 elements held, 32 warps.
     """
     if n > FUSED_FWD_MAX:
-        head = LOOPED_HEAD_FP32 if elt >= 4 and n <= 2 * LOOPED_HEAD_FP32 else 0
+        head = LOOPED_HEAD_FP32 if elt >= 4 and LOOPED_HEAD_FP32 < n <= 2 * LOOPED_HEAD_FP32 else 0
         return _FwdConfig(False, _FWD_LOOP_BLOCK, 1, 32 if head else 16, head)
     block = next_power_of_2(n)
     rows = clamp(_TILE // block, 1, 64)
