@@ -91,7 +91,7 @@ def _check(x, normalized_shape, w=None, b=None, eps=1e-5, dy=None):
 # ---------------------------------------------------------------------------------------------------
 # (rows, width): 1, 3, 127 and 1000 run several rows per program; 4097 one row per program; 9000 uses
 # the wide (column-blocked) backward; 20000 a 32768-wide register tile in the forward. The chunked
-# forward (wider than 32768): test_width_65536.
+# forward (wider than 32768): test_fp32_wide_rows_hold_their_head, test_looped_forward_and_wide_backward.
 SHAPES = [(5, 1), (7, 3), (9, 127), (6, 1000), (3, 4097), (3, 9000), (2, 20000)]
 
 
@@ -127,14 +127,19 @@ def test_width_32768_in_registers(device, dtype):
     _check(x, (n,), _rand((n,), dtype, device), _rand((n,), dtype, device))
 
 
-@pytest.mark.parametrize("n", [32769, 65536])
-def test_fp32_wide_rows_hold_their_head(device, n):
+@pytest.mark.parametrize("n,affine", [(32769, True), (32769, False), (65536, True)])
+def test_fp32_wide_rows_hold_their_head(device, n, affine):
     """fp32 rows wider than FUSED_FWD_MAX: the first LOOPED_HEAD_FP32 elements held in registers, the tail
-    walked twice (32769: a one-element tail in a masked chunk; 65536: whole chunks)."""
-    plan = ln_mod._fwd_plan(2, n, n, 1e-5, torch.float32, torch.float32, torch.float32, True, -1, True)
+    walked twice (32769: a one-element tail in a masked chunk, with and without weight and bias; 65536:
+    whole chunks)."""
+    p_dtype = torch.float32 if affine else None
+    plan = ln_mod._fwd_plan(2, n, n, 1e-5, torch.float32, p_dtype, p_dtype, True, -1, True)
     assert plan.kernel is ln_mod.layer_norm_fwd_looped_kernel and plan.constexprs["HEAD"] == 32768
     x = _rand((2, n), torch.float32, device)
-    _check(x, (n,), _rand((n,), torch.float32, device), _rand((n,), torch.float32, device))
+    if affine:
+        _check(x, (n,), _rand((n,), torch.float32, device), _rand((n,), torch.float32, device))
+    else:
+        _check(x, (n,))
 
 
 @pytest.mark.parametrize("hints", [True, False], ids=["l2-hints", "no-hints"])
