@@ -147,8 +147,9 @@ def test_fp32_wide_rows_hold_their_head(device, n, affine):
 def test_looped_forward_and_wide_backward(device, dtype, hints, monkeypatch):
     """Rows wider than FUSED_FWD_MAX: statistics over the chunks, then y written from the last chunk (a
     partial one: 40000 = 4 * 8192 + 7232) back to the first, with L2 hints where asked for and the dtype
-    takes them (2-byte inputs); fp32 holds the first 32768 in registers (one partial chunk after them); the backward's per-row c1/c2 kernel (rows taken last first), with and
-    without its hints; outputs poisoned, against float64, forward and backward."""
+    takes them (2-byte inputs); fp32 holds the first 32768 in registers (one partial chunk after them);
+    the backward's per-row c1/c2 kernel (rows taken last first), with and without its hints; outputs
+    poisoned, against float64, forward and backward."""
     monkeypatch.setattr(ln_mod, "LOOPED_L2_HINTS", hints)
     monkeypatch.setattr(ln_mod, "BWD_STATS_L2_HINTS", hints)
     n = 40000
