@@ -9,8 +9,8 @@ large for the target); such a kernel passes every CPU test and fails on the firs
 ops themselves run on CPU tensors over a set of shapes, layouts and dtypes that reaches each kernel and
 each constexpr branch the plans choose; every launch (:class:`tritonpatch.ops.launch.FastKernel`) is
 replaced by a compilation for ``cuda:90`` (Triton's own ``triton.compile`` down to the cubin, with the
-launch's argument types, constexprs, warps and stages), and nothing runs. The autotuned Linear+ReLU GEMMs
-compile each of their configs. Plans are made as for a device-less run (4 SMs, rows split over programs
+launch's argument types, constexprs, warps and stages), and nothing runs; each record carries the
+kernel's shared memory. The autotuned Linear+ReLU GEMMs compile configs the autotuner may pick. Plans are made as for a device-less run (4 SMs, rows split over programs
 only when one chunk covers a row), so the launch parameters can differ from an H100's, not the code.
 """
 from __future__ import annotations
@@ -68,8 +68,10 @@ def compile_for_target(fn, args: tuple, constexprs: dict, num_warps: int, num_st
     if key in results:
         return
     try:
-        triton.compile(ASTSource(fn, signature, constexprs=dict(constexprs)), target=TARGET, options=options)
-        results[key] = {"kernel": fn.__name__, "ok": True}
+        compiled = triton.compile(ASTSource(fn, signature, constexprs=dict(constexprs)), target=TARGET,
+                                  options=options)
+        results[key] = {"kernel": fn.__name__, "ok": True, "shared": compiled.metadata.shared,
+                        "constexprs": {k: str(v) for k, v in constexprs.items()}, "num_warps": num_warps}
     except Exception as e:  # noqa: BLE001 - every failure is a result to report
         results[key] = {"kernel": fn.__name__, "ok": False, "constexprs": {k: str(v) for k, v in constexprs.items()},
                         "signature": signature, "num_warps": num_warps,
@@ -138,14 +140,16 @@ def _linear_relu() -> None:
         LR.relu_grad(torch.randn(64, 256).to(dt), torch.randn(64, 256).to(dt))
         prec = LR._input_precision(dt)
         t = torch.empty(0, dtype=dt)
-        # the autotuned GEMMs: the first and last config, and the other constexpr branches with the first
-        for cfg, bias, even in ((K.FWD_CONFIGS[0], True, True), (K.FWD_CONFIGS[-1], True, True),
-                                (K.FWD_CONFIGS[0], False, False)):
+        # the autotuned GEMMs: of the configs the autotuner keeps for a large problem (_prune_*: those
+        # whose pipelined tiles fit shared memory), the first and last, and the other constexpr branches
+        # with the first
+        fwd = K._prune_fwd(K.FWD_CONFIGS, {"x_ptr": t, "M": 4096, "N": 4096, "K": 4096})
+        for cfg, bias, even in ((fwd[0], True, True), (fwd[-1], True, True), (fwd[0], False, False)):
             compile_for_target(K.linear_relu_fwd_kernel, (t,) * 4 + (4096,) * 3 + (4096, 1, 4096, 1, 1, 4096, 1, 4096),
                                dict(cfg.kwargs, HAS_BIAS=bias, UPCAST=False, INPUT_PRECISION=prec, EVEN_K=even),
                                cfg.num_warps, cfg.num_stages)
-        for cfg, want_sum, even in ((K.BWD_CONFIGS[0], True, True), (K.BWD_CONFIGS[-1], True, True),
-                                    (K.BWD_CONFIGS[0], False, False)):
+        bwd = K._prune_bwd(K.BWD_CONFIGS, {"a_ptr": t, "P": 4096, "Q": 4096, "R": 4096})
+        for cfg, want_sum, even in ((bwd[0], True, True), (bwd[-1], True, True), (bwd[0], False, False)):
             compile_for_target(K.masked_matmul_kernel, (t,) * 5 + (4096,) * 3 + (4096, 1) * 4 + (4096, 4096),
                                dict(cfg.kwargs, HAS_SUM=want_sum, UPCAST=False, INPUT_PRECISION=prec, EVEN_R=even),
                                cfg.num_warps, cfg.num_stages)
