@@ -215,12 +215,14 @@ def test_normalize_whole_tensor(device):
     _check(_rand(ns, torch.float32, device), ns, _rand(ns, torch.float32, device), None)
 
 
-def test_row_strided_input(device):
-    """Rows strided (a column slice of a wider tensor), each row contiguous: read in place."""
-    base = _rand((6, 80), torch.float32, device)
-    x = base[:, 10:60]
+@pytest.mark.parametrize("m,n,pad", [(6, 50, 30), (2, 40000, 101)])
+def test_row_strided_input(device, m, n, pad):
+    """Rows strided (a column slice of a wider tensor), each row contiguous: read in place (40000: the
+    looped forward, whose fp32 rows hold their head in registers, at an odd row stride)."""
+    base = _rand((m, n + pad), torch.float32, device)
+    x = base[:, 10:10 + n]
     assert not x.is_contiguous() and x.stride(1) == 1
-    _check(x, (50,), _rand((50,), torch.float32, device), _rand((50,), torch.float32, device))
+    _check(x, (n,), _rand((n,), torch.float32, device), _rand((n,), torch.float32, device))
 
 
 def test_leading_dims_sliced(device):
