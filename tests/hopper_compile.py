@@ -10,8 +10,9 @@ ops themselves run on CPU tensors over a set of shapes, layouts and dtypes that 
 each constexpr branch the plans choose; every launch (:class:`tritonpatch.ops.launch.FastKernel`) is
 replaced by a compilation for ``cuda:90`` (Triton's own ``triton.compile`` down to the cubin, with the
 launch's argument types, constexprs, warps and stages), and nothing runs; each record carries the
-kernel's shared memory. The autotuned Linear+ReLU GEMMs compile configs the autotuner may pick. Plans are made as for a device-less run (4 SMs, rows split over programs
-only when one chunk covers a row), so the launch parameters can differ from an H100's, not the code.
+kernel's shared memory. The autotuned Linear+ReLU GEMMs compile configs the autotuner may pick. Plans
+are made as for a device-less run (4 SMs, rows split over programs only when one chunk covers a row),
+so the launch parameters can differ from an H100's, not the code.
 """
 from __future__ import annotations
 
