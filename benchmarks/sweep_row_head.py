@@ -215,6 +215,37 @@ def line(name: str, t: float, t_ref: float, nbytes: int, copy_gbs: float, err: f
             f"{regs}  err {err:.1e}")
 
 
+def launch_options(v) -> dict:
+    """The prototype kernels' constexprs and warps for variant v (EV already resolved)."""
+    head, block, warps, ev, raw, ns = v
+    return dict(HEAD=head, BLOCK_N=block, EV=ev, RAW=raw, NS=ns, num_warps=warps)
+
+
+def sweep(title: str, shipped, ref: torch.Tensor, like: torch.Tensor, nbytes: int, copy_gbs: float,
+          variants: list, launch) -> None:
+    """Time the shipped op, then every usable variant of its prototype on the same inputs, one line each.
+    ``launch(out, v)`` runs the prototype for variant v into ``out`` and returns the compiled kernel."""
+    n, dt = like.shape[-1], like.dtype
+    out0 = shipped()
+    t = bench(shipped)
+    print(f"\n{title} {like.shape[0]}x{n} {str(dt)[6:]}", flush=True)
+    print(line("shipped", t, t, nbytes, copy_gbs, rel(out0, ref), None), flush=True)
+    for v in variants:
+        if not usable(v, n, dt):
+            continue
+        v = shipped_ev(v, dt)
+        out = torch.full_like(like, float("nan"))
+        try:
+            k = launch(out, v)
+        except Exception as e:  # noqa: BLE001 - a config that does not compile is a result
+            print(f"  {v}: {type(e).__name__}: {str(e)[:120]}", flush=True)
+            continue
+        err = rel(out, ref)
+        t2 = bench(lambda: launch(out, v))
+        head, block, warps, ev, raw, ns = v
+        print(line(f"h{head} b{block} w{warps} ev{ev} raw{raw} ns{ns}", t2, t, nbytes, copy_gbs, err, k), flush=True)
+
+
 def main() -> None:
     quick = "--quick" in sys.argv
     props = torch.cuda.get_device_properties(0)
@@ -242,79 +273,23 @@ def main() -> None:
         x = randn(m, n, dt=dt) * 2 + 0.5
         w, b = randn(n, dt=dt), randn(n, dt=dt)
         ref = torch.nn.functional.layer_norm(x.double(), (n,), w.double(), b.double(), eps)
-        nbytes = 2 * x.numel() * x.element_size()
-        y0 = L.forward_rows(x, n, w, b, eps, True)[0]
-        t = bench(lambda: L.forward_rows(x, n, w, b, eps, True))
-        print(f"\nLN fwd {m}x{n} {str(dt)[6:]}", flush=True)
-        print(line("shipped", t, t, nbytes, copy_gbs, rel(y0, ref), None), flush=True)
         mean = torch.empty(m, device="cuda")
         rstd = torch.empty(m, device="cuda")
-        for v in variants:
-            if not usable(v, n, dt):
-                continue
-            head, block, warps, ev, raw, ns = v = shipped_ev(v, dt)
-            y = torch.full_like(x, float("nan"))
-            try:
-                k = ln_fwd_head[(m,)](x, y, w, b, mean, rstd, n, n, n, eps, HEAD=head, BLOCK_N=block, EV=ev,
-                                      RAW=raw, NS=ns, num_warps=warps)
-            except Exception as e:  # noqa: BLE001 - a config that does not compile is a result
-                print(f"  {v}: {type(e).__name__}: {str(e)[:120]}", flush=True)
-                continue
-            err = rel(y, ref)
-            t2 = bench(lambda: ln_fwd_head[(m,)](x, y, w, b, mean, rstd, n, n, n, eps, HEAD=head, BLOCK_N=block,
-                                                 EV=ev, RAW=raw, NS=ns, num_warps=warps))
-            print(line(f"h{head} b{block} w{warps} ev{ev} raw{raw} ns{ns}", t2, t, nbytes, copy_gbs, err, k), flush=True)
-        x = y = ref = y0 = None
+        sweep("LN fwd", lambda: L.forward_rows(x, n, w, b, eps, True)[0], ref, x, 2 * x.numel() * x.element_size(),
+              copy_gbs, variants, lambda y, v: ln_fwd_head[(m,)](x, y, w, b, mean, rstd, n, n, n, eps,
+                                                                 **launch_options(v)))
     for m, n, dt in sm_shapes:
         x = randn(m, n, dt=dt) * 3
-        ref = torch.softmax(x.double(), -1)
-        nbytes = 2 * x.numel() * x.element_size()
-        y0 = S._forward(x, 1, dt)
-        t = bench(lambda: S._forward(x, 1, dt))
-        print(f"\nsoftmax fwd {m}x{n} {str(dt)[6:]}", flush=True)
-        print(line("shipped", t, t, nbytes, copy_gbs, rel(y0, ref), None), flush=True)
-        for v in variants:
-            if not usable(v, n, dt):
-                continue
-            head, block, warps, ev, raw, ns = v = shipped_ev(v, dt)
-            y = torch.full_like(x, float("nan"))
-            try:
-                k = softmax_fwd_head[(m,)](x, y, n, n, n, HEAD=head, BLOCK_N=block, EV=ev, RAW=raw, NS=ns, num_warps=warps)
-            except Exception as e:  # noqa: BLE001
-                print(f"  {v}: {type(e).__name__}: {str(e)[:120]}", flush=True)
-                continue
-            err = rel(y, ref)
-            t2 = bench(lambda: softmax_fwd_head[(m,)](x, y, n, n, n, HEAD=head, BLOCK_N=block, EV=ev, RAW=raw,
-                                                      NS=ns, num_warps=warps))
-            print(line(f"h{head} b{block} w{warps} ev{ev} raw{raw} ns{ns}", t2, t, nbytes, copy_gbs, err, k), flush=True)
-        x = y = ref = y0 = None
+        sweep("softmax fwd", lambda: S._forward(x, 1, dt), torch.softmax(x.double(), -1), x,
+              2 * x.numel() * x.element_size(), copy_gbs, variants,
+              lambda y, v: softmax_fwd_head[(m,)](x, y, n, n, n, **launch_options(v)))
     for m, n, dt in bwd_shapes:
         y = torch.softmax(randn(m, n, dt=torch.float32) * 3, -1).to(dt)
         dy = randn(m, n, dt=dt)
         yd, dyd = y.double(), dy.double()
-        ref = yd * (dyd - (yd * dyd).sum(-1, keepdim=True))
-        nbytes = 3 * y.numel() * y.element_size()
-        dx0 = S._backward(y, dy, 1, dt)
-        t = bench(lambda: S._backward(y, dy, 1, dt))
-        print(f"\nsoftmax bwd {m}x{n} {str(dt)[6:]}", flush=True)
-        print(line("shipped", t, t, nbytes, copy_gbs, rel(dx0, ref), None), flush=True)
-        for v in bwd_variants:
-            if not usable(v, n, dt):
-                continue
-            head, block, warps, ev, raw, ns = v = shipped_ev(v, dt)
-            dx = torch.full_like(y, float("nan"))
-            try:
-                k = softmax_bwd_head[(m,)](y, dy, dx, n, n, HEAD=head, BLOCK_N=block, EV=ev, RAW=raw,
-                                           NS=ns, num_warps=warps)
-            except Exception as e:  # noqa: BLE001
-                print(f"  {v}: {type(e).__name__}: {str(e)[:120]}", flush=True)
-                continue
-            err = rel(dx, ref)
-            t2 = bench(lambda: softmax_bwd_head[(m,)](y, dy, dx, n, n, HEAD=head, BLOCK_N=block, EV=ev, RAW=raw,
-                                                      NS=ns, num_warps=warps))
-            print(line(f"h{head} b{block} w{warps} ev{ev} raw{raw} ns{ns}", t2, t, nbytes, copy_gbs, err, k), flush=True)
-        y = dy = dx = ref = dx0 = None
-
+        sweep("softmax bwd", lambda: S._backward(y, dy, 1, dt), yd * (dyd - (yd * dyd).sum(-1, keepdim=True)), y,
+              3 * y.numel() * y.element_size(), copy_gbs, bwd_variants,
+              lambda dx, v: softmax_bwd_head[(m,)](y, dy, dx, n, n, **launch_options(v)))
 
 if __name__ == "__main__":
     main()
