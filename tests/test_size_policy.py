@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.conftest import INTERPRET
+from tests.numerics import assert_matches
 from tritonpatch.ops import common, size_policy
 from tritonpatch.ops import layer_norm as ln_op
 from tritonpatch.ops import linear_relu as lr_op
@@ -188,3 +190,100 @@ def test_layer_norm_fallback_runs_what_nn_layer_norm_runs(monkeypatch, device):
     ops_seen = [[f for f in mode.funcs if f in (original, torch.layer_norm)] for mode in (plain_mode, patched_mode)]
     assert ops_seen == [[original], [original]]
     assert p.layers[0].fallback_reasons == {size_policy.REASON: 3}
+
+
+def test_no_size_policy_while_a_cuda_graph_is_captured(policy_on, monkeypatch):
+    """While the current CUDA stream captures a graph, the size thresholds (host cost) do not apply: calls
+    of every size take Triton, in inference and training; the large-K Linear+ReLU rule (GPU time) still
+    does. Outside a capture the thresholds are back."""
+    small = _meta(64, 1024)
+    w, wg = _meta(1024), _meta(1024, requires_grad=True)
+    monkeypatch.setattr(size_policy, "_capturing", lambda: True)
+    assert size_policy.capturing()
+    assert ln_op.unsupported(small, (1024,), w, w, 1e-5) is None
+    assert ln_op.unsupported(small, (1024,), wg, w, 1e-5) is None
+    assert sm_op.unsupported(small, -1) is None
+    assert sm_op.unsupported(_meta(64, 1024, requires_grad=True), -1) is None
+    assert not lr_op.torch_is_faster(1, 8, 8)
+    assert not lr_op.torch_is_faster(1, 8, 8, training=True)
+    assert lr_op.torch_is_faster(8192, 16384, 4096)  # large K: measured in GPU time
+    monkeypatch.setattr(size_policy, "_capturing", lambda: False)
+    assert ln_op.unsupported(small, (1024,), w, w, 1e-5) == size_policy.REASON
+    assert sm_op.unsupported(small, -1) == size_policy.REASON
+    assert lr_op.torch_is_faster(1, 8, 8)
+
+
+def test_capture_is_asked_only_for_device_tensors_under_the_bar(monkeypatch):
+    """The patched layers' size-first decision asks about a capture (a CUDA stream query) only for a call
+    on a CUDA tensor under the bar: never for a CPU tensor outside the interpreter (that would create a
+    CUDA context for a CPU model), nor with the policy off."""
+    from tritonpatch import layers
+
+    def no_query():
+        raise AssertionError("asked about a CUDA graph capture")
+
+    monkeypatch.setattr(size_policy, "_capturing", no_query)
+    monkeypatch.setattr(common.SETTINGS, "size_policy", True)
+    monkeypatch.setattr(layers, "interpreting", lambda: False)
+    assert not layers._below_size_bar(torch.ones(2, 2), "layer_norm", 16)
+    monkeypatch.setattr(common.SETTINGS, "size_policy", False)
+    assert not size_policy.torch_is_faster("layer_norm", 16, training=False)
+    assert not lr_op.torch_is_faster(1, 8, 8)
+
+
+@pytest.mark.skipif(INTERPRET, reason="CUDA only: CUDA graphs")
+def test_small_calls_take_triton_inside_a_cuda_graph(monkeypatch):
+    """A patched block whose calls are all under the size bars: warmed up outside the capture (every call
+    torch, "torch is faster"), then captured in a CUDA graph (every call Triton), forward and backward.
+    Replays, with the outputs poisoned before each and new inputs copied into the captured ones, match
+    float64 as closely as torch's own bf16 forward and backward do (tests.numerics.assert_matches)."""
+    import tritonpatch
+
+    monkeypatch.setattr(common.SETTINGS, "size_policy", True)
+    width = 72
+    block = _Block(width).to("cuda", torch.bfloat16)
+    with torch.no_grad():
+        for p_ in block.parameters():
+            p_.copy_(torch.randn_like(p_) * 0.2 + (1.0 if p_ is block.norm.weight else 0.0))
+    params = list(block.parameters())
+    names = ["y", "dx", "dw_norm", "db_norm", "dw_fc", "db_fc"]
+    x = torch.randn(40, width, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    dy = torch.randn(40, width, device="cuda", dtype=torch.bfloat16)
+    out: list = []
+
+    def step(into: list) -> None:
+        y = block(x)
+        into[:] = [y, *torch.autograd.grad(y, [x, *params], dy)]
+
+    with tritonpatch.patch(block) as p:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            step([])
+        torch.cuda.current_stream().wait_stream(side)
+        assert all(rec.fallback_reasons == {size_policy.REASON: 1} and rec.triton_calls == 0 for rec in p.layers), p
+        for rec in p.layers:
+            rec.reset()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            step(out)
+        for rec in p.layers:  # the pair: cuBLASLt's fused epilogue, which the report notes as such
+            assert rec.triton_calls + rec.fallback_calls == 1, p
+            assert set(rec.fallback_reasons) <= {lr_op.CUBLASLT_NOTE}, p
+    ref_block = _Block(width).to("cuda", torch.float64)
+    for _ in range(2):
+        with torch.no_grad():
+            x.copy_(torch.randn_like(x))
+            for dst, src in zip(ref_block.parameters(), params):
+                dst.copy_(src)
+        for t in out:
+            t.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        eager: list = []
+        step(eager)  # unpatched now: torch's own bf16 results on the same inputs
+        x64 = x.detach().double().requires_grad_()
+        y64 = ref_block(x64)
+        refs = [y64, *torch.autograd.grad(y64, [x64, *ref_block.parameters()], dy.double())]
+        for name, got, ref, torch_out in zip(names, out, refs, eager):
+            assert_matches(got, ref, torch_out, what=name)

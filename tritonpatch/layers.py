@@ -198,7 +198,7 @@ def _below_size_bar(x: torch.Tensor, op: str, size: int) -> bool:
     forward FLOPs) is under the size policy's lower (inference) bar: torch runs it, whatever else is true
     of the call, so the patched layer decides it without the full check (a patched call's CPU cost is
     paid on every call of a host-bound model, and most of it is the check)."""
-    return size_policy.torch_is_faster(op, size, False) and (x.is_cuda or interpreting())
+    return (x.is_cuda or interpreting()) and size_policy.torch_is_faster(op, size, False)
 
 
 class LayerNormBehaviour(_PatchedModule):

@@ -124,8 +124,14 @@ def slower_than_torch(M: int, N: int, K: int, training: bool = False) -> bool:
 
 
 def torch_is_faster(M: int, N: int, K: int, training: bool = False) -> bool:
-    """Size policy: :func:`slower_than_torch`, while the policy is on (never under the interpreter)."""
-    return slower_than_torch(M, N, K, training) and common.SETTINGS.size_policy
+    """Size policy: :func:`slower_than_torch`, while the policy is on (never under the interpreter);
+    while the current CUDA stream captures a graph, only its large-K rule (the FLOP thresholds are about
+    host time: see :mod:`tritonpatch.ops.size_policy`). For calls on CUDA tensors."""
+    if not common.SETTINGS.size_policy:
+        return False
+    if K >= LARGE_K and M >= LARGE_K_MIN_M:
+        return True
+    return size_policy.below_threshold("linear_relu", 2 * M * N * K, training) and not size_policy.capturing()
 
 
 def use_triton_backward(M: int, N: int, K: int, dtype: torch.dtype) -> bool:

@@ -27,12 +27,45 @@ The H100 (2026-11-26, before the plan caches) had the LayerNorm and softmax forw
 Thresholds (the input's bytes for LayerNorm and softmax, forward FLOPs 2*M*N*K for Linear+ReLU) sit at
 the first size that won for every shape measured there. Off under the interpreter and with
 ``TRITONPATCH_SIZE_POLICY=0`` (see :func:`tritonpatch.ops.common.size_policy_on`).
+
+Not while the current CUDA stream is capturing a CUDA graph (``torch.cuda.graph``,
+``torch.cuda.make_graphed_callables``): a replay costs no host time per call, so only GPU time counts,
+and there the kernels won at every size measured. CUDA graphs of 20 calls, replayed, torch / tritonpatch
+GPU time per call (NVIDIA H200, torch 2.11, triton 3.6, 2026-12-01, ``benchmarks/probe_graph_capture.py``,
+``benchmarks/results_2026-12-01/session14/probe_graph_capture_3.txt``), from 16 rows up: LayerNorm
+forward 1.38-2.56x and forward+backward 1.19-3.35x (bf16, fp32; widths 768, 1024, 4096; 16-16384 rows),
+softmax 1.02-3.13x and 1.54-2.70x (bf16, fp32; 64x512 to 16384x1024 and attention scores from
+1x16x128x128), Linear+ReLU bf16 1.08-1.39x and 1.08-1.30x (64-8192 rows, FFN shapes). Kernels first
+called inside a capture compile and load there (``probe_graph_capture_2.txt``: LayerNorm, softmax and
+Linear+ReLU, forward and backward, after a warm-up in torch as the policy gives it). The large-K
+Linear+ReLU rule (:data:`tritonpatch.ops.linear_relu.LARGE_K`) is about GPU time: it applies during a
+capture too.
 """
 from __future__ import annotations
 
+from typing import Callable
+
+import torch
+
 from tritonpatch.ops import common
 
-__all__ = ["MIN_SIZE", "REASON", "below_threshold", "torch_is_faster"]
+__all__ = ["MIN_SIZE", "REASON", "below_threshold", "capturing", "torch_is_faster"]
+
+
+def _never() -> bool:
+    return False
+
+
+#: torch's binding behind ``torch.cuda.is_current_stream_capturing()`` (0 args, bool); on a build without
+#: CUDA, where that binding is a placeholder that raises, a function returning False.
+_capturing: Callable[[], bool] = (torch._C._cuda_isCurrentStreamCapturing
+                                  if torch.backends.cuda.is_built() else _never)
+
+
+def capturing() -> bool:
+    """True while the current CUDA stream captures a CUDA graph. Ask it only for calls on CUDA tensors
+    (it reads the current CUDA stream)."""
+    return _capturing()
 
 _MiB = 2 ** 20
 
@@ -60,6 +93,8 @@ def below_threshold(op: str, size: int, training: bool) -> bool:
 
 def torch_is_faster(op: str, size: int, training: bool) -> bool:
     """True when torch's own op is expected to beat the patched call (:func:`below_threshold`). Always
-    False while the size policy is off."""
+    False while the size policy is off, and while the current CUDA stream captures a graph (see the
+    module docstring). Callers ask it for calls on CUDA tensors only (or under the interpreter, where
+    the policy is off)."""
     inference, train = MIN_SIZE[op]  # below_threshold, inline: this runs on every patched call
-    return size < (train if training else inference) and common.SETTINGS.size_policy
+    return size < (train if training else inference) and common.SETTINGS.size_policy and not _capturing()
