@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+from pathlib import Path
 
 os.environ["TRITONPATCH_SIZE_POLICY"] = "0"  # time the kernels at every size (read per call)
 
@@ -99,7 +100,8 @@ def fwd_bwd(op, keys):
 def cases():
     dev = "cuda"
     for dtype in (torch.bfloat16, torch.float32):
-        for m, n in ((32768, 768), (32768, 1024), (16384, 2048), (8192, 4096), (4096, 8192), (4096, 16384)):
+        for m, n in ((32768, 768), (32768, 1024), (16384, 2048), (8192, 4096), (4096, 8192), (4096, 16384),
+                     (4096, 32768), (4096, 65536)):
             elt = torch.empty((), dtype=dtype).element_size()
 
             def make(m=m, n=n, dtype=dtype):
@@ -111,8 +113,10 @@ def cases():
                    lambda s, n=n: F.layer_norm(s["x"], (n,), s["w"], s["b"], 1e-5),
                    lambda s, n=n: ln_op.layer_norm(s["x"], (n,), s["w"], s["b"], 1e-5),
                    {"fwd": (2 * m * n + 2 * n) * elt, "fwd+bwd": (5 * m * n + 6 * n) * elt})
-    for dtype in (torch.bfloat16,):
-        for shape in ((16384, 1024), (4096, 4096), (4096, 8192), (8, 16, 512, 512)):
+    wide = ((512, 65536), (512, 128256))  # vocabulary-wide rows: the looped (bf16) and split (fp32) kernels
+    for dtype, shapes in ((torch.bfloat16, ((16384, 1024), (4096, 4096), (4096, 8192), (8, 16, 512, 512), *wide)),
+                          (torch.float32, wide)):
+        for shape in shapes:
             numel = 1
             for d in shape:
                 numel *= d
@@ -120,9 +124,10 @@ def cases():
             def make(shape=shape, dtype=dtype):
                 return {"x": (torch.randn(shape, device=dev) * 3).to(dtype).requires_grad_(),
                         "dy": torch.randn(shape, device=dev, dtype=dtype)}
-            yield ("softmax", "x".join(map(str, shape)), dtype, make, 2 * numel * 2, ("x",),
+            elt = dtype.itemsize
+            yield ("softmax", "x".join(map(str, shape)), dtype, make, 2 * numel * elt, ("x",),
                    lambda s: torch.softmax(s["x"], -1), lambda s: sm_op.softmax(s["x"], -1),
-                   {"fwd": 2 * numel * 2, "fwd+bwd": 5 * numel * 2})
+                   {"fwd": 2 * numel * elt, "fwd+bwd": 5 * numel * elt})
     for m, k, n in ((8192, 768, 3072), (16384, 1024, 4096), (8192, 1024, 4096)):
         def make(m=m, k=k, n=n):
             return {"x": torch.randn(m, k, device=dev, dtype=torch.bfloat16).requires_grad_(),
@@ -180,6 +185,15 @@ def main() -> None:
         torch.cuda.empty_cache()
     if args.csv:
         write_csv(rows, args.csv)
+        meta = Path(args.csv).parent / "meta.json"
+        if not meta.exists():  # report.py reads the device, date and versions from it
+            import json
+            import time
+
+            import triton
+            meta.write_text(json.dumps({
+                "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": torch.cuda.get_device_name(),
+                "torch": torch.__version__, "triton": triton.__version__}, indent=1))
 
 
 if __name__ == "__main__":

@@ -13,9 +13,10 @@ the question there is only which kernels are faster on the GPU. Three parts:
 * ``crossover``: torch vs tritonpatch (ops called directly, size policy off) in GPU time, from CUDA graphs
   of 20 calls each on the same inputs, at sizes from a few KiB up: LayerNorm, softmax, Linear+ReLU,
   forward and forward+backward.
-* ``e2e``: the OPT-350m-like model (24 layers, bf16, 8 x 512, eager and SDPA attention), its forward and a
+* ``e2e``: the OPT-350m-like model (24 layers, bf16, 8 x 512, SDPA attention), its forward and a
   forward+backward captured in CUDA graphs, unpatched vs patched with the size policy on (as shipped)
   and off; replays timed in alternation.
+* ``query``: the CPU cost of the size policy's "is a graph being captured" query.
 """
 from __future__ import annotations
 
@@ -306,14 +307,31 @@ def part_e2e() -> None:
         print(line, flush=True)
 
 
+def part_query() -> None:
+    """What the size policy's capture query adds to a call under the size bars (the only calls that ask)."""
+    import timeit
+
+    from tritonpatch.ops import size_policy
+    n = 200000
+
+    def us(fn) -> float:
+        fn()
+        return min(timeit.repeat(fn, number=n, repeat=7)) / n * 1e6
+    print(f"== query (best of 7 x {n}): CUDA's answer (torch.cuda.is_current_stream_capturing's binding) "
+          f"{us(size_policy._capturing):.3f} us per call; size_policy.capturing() with no capture counted "
+          f"{us(size_policy.capturing):.3f} us; size_policy.torch_is_faster('layer_norm', 1, False) "
+          f"{us(lambda: size_policy.torch_is_faster('layer_norm', 1, False)):.3f} us; an empty lambda "
+          f"{us(lambda: None):.3f} us")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--parts", default="capture,crossover,e2e")
+    ap.add_argument("--parts", default="capture,crossover,e2e,query")
     args = ap.parse_args()
     print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | triton "
           f"{__import__('triton').__version__}")
     for part in args.parts.split(","):
-        {"capture": part_capture, "crossover": part_crossover, "e2e": part_e2e}[part]()
+        {"capture": part_capture, "crossover": part_crossover, "e2e": part_e2e, "query": part_query}[part]()
 
 
 if __name__ == "__main__":

@@ -199,6 +199,9 @@ def test_no_size_policy_while_a_cuda_graph_is_captured(policy_on, monkeypatch):
     small = _meta(64, 1024)
     w, wg = _meta(1024), _meta(1024, requires_grad=True)
     monkeypatch.setattr(size_policy, "_capturing", lambda: True)
+    assert not size_policy.capturing()  # no capture counted: CUDA is not even asked
+    assert ln_op.unsupported(small, (1024,), w, w, 1e-5) == size_policy.REASON
+    monkeypatch.setattr(size_policy.CAPTURES, "underway", 1)
     assert size_policy.capturing()
     assert ln_op.unsupported(small, (1024,), w, w, 1e-5) is None
     assert ln_op.unsupported(small, (1024,), wg, w, 1e-5) is None
@@ -223,12 +226,64 @@ def test_capture_is_asked_only_for_device_tensors_under_the_bar(monkeypatch):
         raise AssertionError("asked about a CUDA graph capture")
 
     monkeypatch.setattr(size_policy, "_capturing", no_query)
+    monkeypatch.setattr(size_policy.CAPTURES, "underway", 1)
     monkeypatch.setattr(common.SETTINGS, "size_policy", True)
     monkeypatch.setattr(layers, "interpreting", lambda: False)
     assert not layers._below_size_bar(torch.ones(2, 2), "layer_norm", 16)
     monkeypatch.setattr(common.SETTINGS, "size_policy", False)
     assert not size_policy.torch_is_faster("layer_norm", 16, training=False)
     assert not lr_op.torch_is_faster(1, 8, 8)
+
+
+def test_captures_are_counted_while_patched(monkeypatch):
+    """While a patch is active, torch.cuda.CUDAGraph's capture_begin / capture_end are wrapped to count the
+    captures under way (once per graph; a capture_end without a counted begin changes nothing; a failed
+    begin is not counted, a failed end still ends the count); on leaving, the very original methods are
+    back. Fake originals stand in for CUDA's."""
+    import tritonpatch
+    from tritonpatch.patching import capture_watch
+
+    calls = []
+
+    def begin(graph, *a, **k):
+        calls.append(("begin", graph))
+        if getattr(graph, "fail", False):
+            raise RuntimeError("begin failed")
+
+    def end(graph, *a, **k):
+        calls.append(("end", graph))
+        if getattr(graph, "fail_end", False):
+            raise RuntimeError("end failed")
+
+    class Graph:
+        fail = fail_end = False
+
+    originals = (torch.cuda.CUDAGraph.__dict__["capture_begin"], torch.cuda.CUDAGraph.__dict__["capture_end"])
+    captures = size_policy.CAPTURES
+    with tritonpatch.patch(torch.nn.LayerNorm(4)):
+        assert torch.cuda.CUDAGraph.capture_begin is capture_watch._capture_begin
+        monkeypatch.setitem(capture_watch.SWAP._originals, "CUDAGraph.capture_begin", begin)
+        monkeypatch.setitem(capture_watch.SWAP._originals, "CUDAGraph.capture_end", end)
+        g1, g2, bad = Graph(), Graph(), Graph()
+        bad.fail = True
+        start = captures.underway
+        torch.cuda.CUDAGraph.capture_begin(g1, capture_error_mode="global")
+        torch.cuda.CUDAGraph.capture_begin(g1)
+        torch.cuda.CUDAGraph.capture_begin(g2)
+        assert captures.underway == start + 2
+        with pytest.raises(RuntimeError, match="begin failed"):
+            torch.cuda.CUDAGraph.capture_begin(bad)
+        assert captures.underway == start + 2
+        torch.cuda.CUDAGraph.capture_end(bad)
+        torch.cuda.CUDAGraph.capture_end(g1)
+        torch.cuda.CUDAGraph.capture_end(g1)
+        assert captures.underway == start + 1
+        g2.fail_end = True
+        with pytest.raises(RuntimeError, match="end failed"):
+            torch.cuda.CUDAGraph.capture_end(g2)
+        assert captures.underway == start
+        assert [c[0] for c in calls] == ["begin", "begin", "begin", "begin", "end", "end", "end", "end"]
+    assert (torch.cuda.CUDAGraph.__dict__["capture_begin"], torch.cuda.CUDAGraph.__dict__["capture_end"]) == originals
 
 
 @pytest.mark.skipif(INTERPRET, reason="CUDA only: CUDA graphs")
@@ -270,6 +325,7 @@ def test_small_calls_take_triton_inside_a_cuda_graph(monkeypatch):
         for rec in p.layers:  # the pair: cuBLASLt's fused epilogue, which the report notes as such
             assert rec.triton_calls + rec.fallback_calls == 1, p
             assert set(rec.fallback_reasons) <= {lr_op.CUBLASLT_NOTE}, p
+    assert size_policy.CAPTURES.underway == 0
     ref_block = _Block(width).to("cuda", torch.float64)
     for _ in range(2):
         with torch.no_grad():

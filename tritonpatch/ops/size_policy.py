@@ -29,7 +29,8 @@ the first size that won for every shape measured there. Off under the interprete
 ``TRITONPATCH_SIZE_POLICY=0`` (see :func:`tritonpatch.ops.common.size_policy_on`).
 
 Not while the current CUDA stream is capturing a CUDA graph (``torch.cuda.graph``,
-``torch.cuda.make_graphed_callables``): a replay costs no host time per call, so only GPU time counts,
+``torch.cuda.make_graphed_callables``; captures are counted cheaply by
+:mod:`tritonpatch.patching.capture_watch`): a replay costs no host time per call, so only GPU time counts,
 and there the kernels won at every size measured. CUDA graphs of 20 calls, replayed, torch / tritonpatch
 GPU time per call (NVIDIA H200, torch 2.11, triton 3.6, 2026-12-01, ``benchmarks/probe_graph_capture.py``,
 ``benchmarks/results_2026-12-01/session14/probe_graph_capture_3.txt``), from 16 rows up: LayerNorm
@@ -49,7 +50,7 @@ import torch
 
 from tritonpatch.ops import common
 
-__all__ = ["MIN_SIZE", "REASON", "below_threshold", "capturing", "torch_is_faster"]
+__all__ = ["CAPTURES", "MIN_SIZE", "REASON", "below_threshold", "capturing", "torch_is_faster"]
 
 
 def _never() -> bool:
@@ -62,10 +63,22 @@ _capturing: Callable[[], bool] = (torch._C._cuda_isCurrentStreamCapturing
                                   if torch.backends.cuda.is_built() else _never)
 
 
+class Captures:
+    """``underway``: CUDA graph captures begun and not yet ended, as counted by
+    :mod:`tritonpatch.patching.capture_watch` while a patch is active. Only while it is above zero is
+    CUDA asked whether the current stream captures (2.5 us per query on the H200 host)."""
+
+    underway: int = 0
+
+
+CAPTURES = Captures()
+
+
 def capturing() -> bool:
-    """True while the current CUDA stream captures a CUDA graph. Ask it only for calls on CUDA tensors
-    (it reads the current CUDA stream)."""
-    return _capturing()
+    """True while the current CUDA stream captures a CUDA graph (one seen by
+    :mod:`tritonpatch.patching.capture_watch`). Ask it only for calls on CUDA tensors (it may read the
+    current CUDA stream)."""
+    return CAPTURES.underway > 0 and _capturing()
 
 _MiB = 2 ** 20
 
@@ -97,4 +110,5 @@ def torch_is_faster(op: str, size: int, training: bool) -> bool:
     module docstring). Callers ask it for calls on CUDA tensors only (or under the interpreter, where
     the policy is off)."""
     inference, train = MIN_SIZE[op]  # below_threshold, inline: this runs on every patched call
-    return size < (train if training else inference) and common.SETTINGS.size_policy and not _capturing()
+    return (size < (train if training else inference) and common.SETTINGS.size_policy
+            and not (CAPTURES.underway and _capturing()))

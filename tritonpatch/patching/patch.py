@@ -10,7 +10,7 @@ from typing import Any, Callable
 from torch import nn
 
 from .. import layers
-from . import pairs, plan, relu_routing, softmax_routing
+from . import capture_watch, pairs, plan, relu_routing, softmax_routing
 from .records import KINDS, LayerRecord, render_table
 
 logger = logging.getLogger("tritonpatch")
@@ -94,6 +94,9 @@ class Patch:
 
     def _apply(self) -> None:
         model = self.model
+        # count CUDA graph captures while patched: the size policy does not apply inside one
+        capture_watch.SWAP.acquire()
+        self._restore.append(capture_watch.SWAP.release)
         if self.options["layer_norm"]:
             targets, skipped = plan.layer_norm_targets(model)
             self.skipped += skipped
