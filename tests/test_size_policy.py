@@ -216,6 +216,26 @@ def test_no_size_policy_while_a_cuda_graph_is_captured(policy_on, monkeypatch):
     assert lr_op.torch_is_faster(1, 8, 8)
 
 
+def test_triton_gemm_is_not_autotuned_inside_a_capture(monkeypatch, device):
+    """Triton's autotuner times configs with device synchronizations, which a CUDA graph capture forbids:
+    while one is under way, a Linear+ReLU forced onto the Triton GEMM falls back (CAPTURE_REASON) and a
+    Triton backward takes cuBLAS; cuBLASLt's epilogue (CUDA's default) still fuses."""
+    x = torch.randn(4, 8, device=device)
+    w, b = torch.randn(6, 8, device=device), torch.randn(6, device=device)
+    monkeypatch.setattr(common.SETTINGS, "size_policy", False)
+    monkeypatch.setattr(lr_op, "BACKWARD_IMPL", "triton")
+    for forced in ("triton", "cublaslt"):
+        monkeypatch.setattr(common.SETTINGS, "linear_relu", forced)
+        assert lr_op.unsupported(x, w, b) is None
+    assert lr_op.use_triton_backward(4, 6, 8, x.dtype)
+    monkeypatch.setattr(size_policy, "_capturing", lambda: True)
+    monkeypatch.setattr(size_policy.CAPTURES, "underway", 1)
+    assert lr_op.unsupported(x, w, b) is None  # cublaslt
+    monkeypatch.setattr(common.SETTINGS, "linear_relu", "triton")
+    assert lr_op.unsupported(x, w, b) == lr_op.CAPTURE_REASON
+    assert not lr_op.use_triton_backward(4, 6, 8, x.dtype)
+
+
 def test_capture_is_asked_only_for_device_tensors_under_the_bar(monkeypatch):
     """The patched layers' size-first decision asks about a capture (a CUDA stream query) only for a call
     on a CUDA tensor under the bar: never for a CPU tensor outside the interpreter (that would create a
@@ -295,6 +315,7 @@ def test_small_calls_take_triton_inside_a_cuda_graph(monkeypatch):
     import tritonpatch
 
     monkeypatch.setattr(common.SETTINGS, "size_policy", True)
+    monkeypatch.setattr(common.SETTINGS, "linear_relu", "auto")  # CUDA's default: cuBLASLt's epilogue
     width = 72
     block = _Block(width).to("cuda", torch.bfloat16)
     with torch.no_grad():

@@ -50,6 +50,9 @@ FP32_IEEE_FALLS_BACK = True
 
 #: What the report says for a pair fused in cuBLASLt instead of the Triton kernel.
 CUBLASLT_NOTE = "fused in cuBLASLt (faster than the Triton kernel here)"
+#: The Triton GEMMs pick their launch config by timing candidates on first use (Triton's autotuner), which
+#: synchronizes the device: not allowed while a CUDA graph is being captured (the capture would fail).
+CAPTURE_REASON = "the Triton GEMM cannot autotune inside a CUDA graph capture"
 
 
 def forward_provider(x: Tensor) -> str:
@@ -140,7 +143,7 @@ def use_triton_backward(M: int, N: int, K: int, dtype: torch.dtype) -> bool:
     Follows :data:`BACKWARD_IMPL`; ``"auto"`` is the measured per-shape rule, which on the H100 came
     out as cuBLAS at every shape where timing was not CPU-bound (see :data:`BACKWARD_IMPL`).
     """
-    return BACKWARD_IMPL == "triton"
+    return BACKWARD_IMPL == "triton" and not size_policy.capturing()  # CAPTURE_REASON: cuBLAS then
 
 
 def unsupported(x: Tensor, weight: Tensor, bias: Tensor | None) -> str | None:
@@ -148,7 +151,8 @@ def unsupported(x: Tensor, weight: Tensor, bias: Tensor | None) -> str | None:
 
     x: (..., K); weight: (N, K); bias: (N,) or None; all one device, one dtype in fp32/fp16/bf16.
     Any strides are taken. Reasons: device, dtype (float64 falls back), mixed dtypes, autocast,
-    shapes that do not fit (torch raises its own error), fp32 without TF32 on CUDA, and the size policy.
+    shapes that do not fit (torch raises its own error), fp32 without TF32 on CUDA, the Triton provider
+    while a CUDA graph is captured (:data:`CAPTURE_REASON`), and the size policy.
     """
     reason = common.tensors_reason(x, weight, bias)
     if reason:
@@ -160,6 +164,8 @@ def unsupported(x: Tensor, weight: Tensor, bias: Tensor | None) -> str | None:
     if (x.dtype == torch.float32 and not _tf32_allowed() and FP32_IEEE_FALLS_BACK
             and common.size_policy_on() and forward_provider(x) == "triton"):
         return "fp32 without TF32 is faster in torch"
+    if size_policy.CAPTURES.underway and forward_provider(x) == "triton" and size_policy.capturing():
+        return CAPTURE_REASON
     K = x.shape[-1]
     N = weight.shape[0]
     M = math.prod(x.shape[:-1])
