@@ -34,17 +34,20 @@ PASS_TITLE = {"fwd": "forward", "fwd+bwd": "forward + backward"}
 # loading
 # ------------------------------------------------------------------------------------------------------
 def load(dirs: list[Path]) -> tuple[list[dict], dict[str, list[dict]], dict[str, Path]]:
-    """(meta of each DIR, rows per stage, DIR each stage came from)."""
+    """(meta of each DIR with a suite stage's CSV, rows per stage, DIR each stage came from). A DIR with
+    only bench_gpu_time.csv is read by :func:`gpu_time_section` alone."""
     metas, rows, source = [], {}, {}
     for d in dirs:
+        found = {stage: read_csv(d / f"{stage}.csv") for stage in STAGES}
+        found = {stage: r for stage, r in found.items() if r}
+        if not found:
+            continue
         meta_path = d / "meta.json"
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         meta["_dir"] = d
         metas.append(meta)
-        for stage in STAGES:
-            r = read_csv(d / f"{stage}.csv")
-            if r:
-                rows[stage], source[stage] = r, d
+        for stage, r in found.items():
+            rows[stage], source[stage] = r, d
     return metas, rows, source
 
 

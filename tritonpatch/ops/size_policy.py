@@ -66,7 +66,8 @@ _capturing: Callable[[], bool] = (torch._C._cuda_isCurrentStreamCapturing
 class Captures:
     """``underway``: CUDA graph captures begun and not yet ended, as counted by
     :mod:`tritonpatch.patching.capture_watch` while a patch is active. Only while it is above zero is
-    CUDA asked whether the current stream captures (2.5 us per query on the H200 host)."""
+    CUDA asked whether the current stream captures (1.6-2.5 us per query on the H200 host, 2026-12-01,
+    ``benchmarks/results_2026-12-01/session14/probe_graph_capture{_4,_query}.txt``)."""
 
     underway: int = 0
 

@@ -1,9 +1,10 @@
 """Knowing, for about the price of reading a global, whether a CUDA graph may be capturing.
 
 The size policy does not apply inside a CUDA graph capture (:mod:`tritonpatch.ops.size_policy`), but
-asking CUDA whether the current stream captures costs 2.5 us per call on the H200 host
-(``torch.cuda.is_current_stream_capturing``; ``benchmarks/probe_graph_capture.py --parts query``,
-2026-12-01), a third of what a falling-back patched call costs inside a model. So while any patch is
+asking CUDA whether the current stream captures costs 1.6-2.5 us per call on the H200 host
+(``torch.cuda.is_current_stream_capturing``'s binding, two runs; ``benchmarks/probe_graph_capture.py
+--parts query``, 2026-12-01), a third of what a falling-back patched call costs inside a model; with the
+count at zero the policy's check costs 0.045 us. So while any patch is
 active, ``torch.cuda.CUDAGraph.capture_begin`` / ``capture_end`` (what ``torch.cuda.graph``,
 ``torch.cuda.make_graphed_callables`` and torch.compile's CUDA graphs go through) are wrapped to count
 the captures under way, and the policy asks CUDA only while that count is above zero. A capture begun
