@@ -26,6 +26,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from results_io import write_csv  # noqa: E402
+from timing import graph_of, replay_ms, warm_up  # noqa: E402
 from tritonpatch.ops import layer_norm as ln_op  # noqa: E402
 from tritonpatch.ops import linear_relu as lr_op  # noqa: E402
 from tritonpatch.ops import softmax as sm_op  # noqa: E402
@@ -35,30 +36,14 @@ L2_BYTES = 50 * 2 ** 20
 
 def graph_ms(fn, sets: list[dict], replays: int = 20) -> float:
     """Median ms per call: a CUDA graph of fn(s) for every s in sets, replayed; time / len(sets)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm-up (compiles, caches) off the capture
-        for _ in range(2):
-            for s in sets:
-                fn(s)
-    torch.cuda.current_stream().wait_stream(side)
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
+    def all_sets() -> None:
         for s in sets:
             fn(s)
-    g.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(replays):
-        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        e0.record()
-        g.replay()
-        e1.record()
-        torch.cuda.synchronize()
-        times.append(e0.elapsed_time(e1))
+    warm_up(all_sets, 2)  # compiles and caches, off the capture
+    g = graph_of(all_sets)
+    ms = replay_ms(g, replays)
     del g
-    return statistics.median(times) / len(sets)
+    return ms / len(sets)
 
 
 def copy_gbs() -> float:

@@ -33,6 +33,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tritonpatch  # noqa: E402
+from timing import graph_of, replay_ms  # noqa: E402
+from timing import warm_up as warm  # noqa: E402
 from tritonpatch.ops import layer_norm as ln_op  # noqa: E402
 from tritonpatch.ops import linear_relu as lr_op  # noqa: E402
 from tritonpatch.ops import softmax as sm_op  # noqa: E402
@@ -48,38 +50,6 @@ def randn(*shape, dtype=torch.float32) -> torch.Tensor:
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
-
-
-def graph_of(fn, calls: int) -> torch.cuda.CUDAGraph:
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(calls):
-            fn()
-    return g
-
-
-def replay_ms(g: torch.cuda.CUDAGraph, replays: int = 15) -> float:
-    g.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(replays):
-        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        e0.record()
-        g.replay()
-        e1.record()
-        torch.cuda.synchronize()
-        times.append(e0.elapsed_time(e1))
-    return statistics.median(times)
-
-
-def warm(fn, n: int = 2) -> None:
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(n):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    torch.cuda.synchronize()
 
 
 # ----------------------------------------------------------------------------------------------------

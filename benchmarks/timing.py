@@ -1,4 +1,5 @@
-"""CPU cost per call, for the overhead probes (the suite itself times with triton.testing.do_bench)."""
+"""CPU cost per call, for the overhead probes (the suite itself times with triton.testing.do_bench), and GPU
+time alone from CUDA graph replays (bench_gpu_time.py, probe_graph_capture.py)."""
 from __future__ import annotations
 
 import statistics
@@ -25,4 +26,40 @@ def cpu_us(fn: Callable[[], object], n: int = 2000, warmup: int = 50, batches: i
         t1 = time.perf_counter()
         times.append((t1 - t0) / per_batch * 1e6)
     torch.cuda.synchronize()
+    return statistics.median(times)
+
+
+def warm_up(fn: Callable[[], object], n: int = 2) -> None:
+    """``fn`` called ``n`` times on a side stream, as before a CUDA graph capture (compiles, caches,
+    allocator pools), then the device synchronised."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(n):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+
+
+def graph_of(fn: Callable[[], object], calls: int = 1) -> "torch.cuda.CUDAGraph":
+    """A CUDA graph of ``calls`` calls of ``fn`` (captured, not yet replayed)."""
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(calls):
+            fn()
+    return g
+
+
+def replay_ms(g: "torch.cuda.CUDAGraph", replays: int = 15) -> float:
+    """Median ms of one replay of ``g`` (CUDA events, synchronised after each), after one untimed replay."""
+    g.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(replays):
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record()
+        g.replay()
+        e1.record()
+        torch.cuda.synchronize()
+        times.append(e0.elapsed_time(e1))
     return statistics.median(times)
