@@ -303,7 +303,10 @@ def test_captures_are_counted_while_patched(monkeypatch):
             torch.cuda.CUDAGraph.capture_end(g2)
         assert captures.underway == start
         assert [c[0] for c in calls] == ["begin", "begin", "begin", "begin", "end", "end", "end", "end"]
+        torch.cuda.CUDAGraph.capture_begin(g1)  # still under way when the patch ends ...
+        assert captures.underway == start + 1
     assert (torch.cuda.CUDAGraph.__dict__["capture_begin"], torch.cuda.CUDAGraph.__dict__["capture_end"]) == originals
+    assert captures.underway == 0  # ... and not counted after it
 
 
 @pytest.mark.skipif(INTERPRET, reason="CUDA only: CUDA graphs")

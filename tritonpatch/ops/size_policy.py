@@ -81,6 +81,7 @@ def capturing() -> bool:
     current CUDA stream)."""
     return CAPTURES.underway > 0 and _capturing()
 
+
 _MiB = 2 ** 20
 
 #: op -> (smallest size Triton takes in inference, smallest size when autograd records the call)

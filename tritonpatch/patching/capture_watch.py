@@ -47,3 +47,18 @@ def _capture_end(self: Any, *args: Any, **kwargs: Any) -> None:
 
 SWAP = FunctionSwap([(torch.cuda.CUDAGraph, "capture_begin", _capture_begin),
                      (torch.cuda.CUDAGraph, "capture_end", _capture_end)])
+
+
+def watch() -> None:
+    """One more active patch: the wrappers are installed while there is any."""
+    SWAP.acquire()
+
+
+def unwatch() -> None:
+    """One active patch fewer. With the last one gone the count restarts from zero: a capture still under
+    way ends unseen, and should it outlive the patch, a later patch does not pay CUDA's query for it."""
+    with _lock:
+        SWAP.release()
+        if not SWAP.installed:
+            _begun.clear()
+            size_policy.CAPTURES.underway = 0

@@ -95,8 +95,8 @@ class Patch:
     def _apply(self) -> None:
         model = self.model
         # count CUDA graph captures while patched: the size policy does not apply inside one
-        capture_watch.SWAP.acquire()
-        self._restore.append(capture_watch.SWAP.release)
+        capture_watch.watch()
+        self._restore.append(capture_watch.unwatch)
         if self.options["layer_norm"]:
             targets, skipped = plan.layer_norm_targets(model)
             self.skipped += skipped
