@@ -258,8 +258,9 @@ def test_capture_is_asked_only_for_device_tensors_under_the_bar(monkeypatch):
 def test_captures_are_counted_while_patched(monkeypatch):
     """While a patch is active, torch.cuda.CUDAGraph's capture_begin / capture_end are wrapped to count the
     captures under way (once per graph; a capture_end without a counted begin changes nothing; a failed
-    begin is not counted, a failed end still ends the count); on leaving, the very original methods are
-    back. Fake originals stand in for CUDA's."""
+    begin is not counted, a failed end still ends the count; none with a CUDA driver that cannot load
+    modules during a capture); on leaving, the very original methods are back. Fake originals stand in
+    for CUDA's, the driver version is stubbed."""
     import tritonpatch
     from tritonpatch.patching import capture_watch
 
@@ -280,6 +281,7 @@ def test_captures_are_counted_while_patched(monkeypatch):
 
     originals = (torch.cuda.CUDAGraph.__dict__["capture_begin"], torch.cuda.CUDAGraph.__dict__["capture_end"])
     captures = size_policy.CAPTURES
+    monkeypatch.setattr(capture_watch, "driver_version", lambda: capture_watch.LOADS_IN_CAPTURE)
     with tritonpatch.patch(torch.nn.LayerNorm(4)):
         assert torch.cuda.CUDAGraph.capture_begin is capture_watch._capture_begin
         monkeypatch.setitem(capture_watch.SWAP._originals, "CUDAGraph.capture_begin", begin)
@@ -303,10 +305,31 @@ def test_captures_are_counted_while_patched(monkeypatch):
             torch.cuda.CUDAGraph.capture_end(g2)
         assert captures.underway == start
         assert [c[0] for c in calls] == ["begin", "begin", "begin", "begin", "end", "end", "end", "end"]
+        # a driver that cannot load modules during a capture: not counted (small calls fall back in it)
+        monkeypatch.setattr(capture_watch, "driver_version", lambda: capture_watch.LOADS_IN_CAPTURE - 10)
+        g3 = Graph()
+        torch.cuda.CUDAGraph.capture_begin(g3)
+        assert captures.underway == start
+        torch.cuda.CUDAGraph.capture_end(g3)
+        assert captures.underway == start and calls[-2:] == [("begin", g3), ("end", g3)]
+        monkeypatch.setattr(capture_watch, "driver_version", lambda: capture_watch.LOADS_IN_CAPTURE)
         torch.cuda.CUDAGraph.capture_begin(g1)  # still under way when the patch ends ...
         assert captures.underway == start + 1
     assert (torch.cuda.CUDAGraph.__dict__["capture_begin"], torch.cuda.CUDAGraph.__dict__["capture_end"]) == originals
     assert captures.underway == 0  # ... and not counted after it
+
+
+def test_driver_version_is_read_or_zero():
+    """cuDriverGetVersion through ctypes: an int, 0 where there is no CUDA driver (the CPU runner); with a
+    GPU, a real version, whose major is at least that of the CUDA runtime torch was built with."""
+    from tritonpatch.patching import capture_watch
+
+    version = capture_watch.driver_version()
+    assert isinstance(version, int) and version >= 0
+    if torch.cuda.is_available():
+        assert version >= 1000
+        major = int(torch.version.cuda.split(".")[0]) if torch.version.cuda else 0
+        assert version // 1000 >= major  # a driver runs runtimes up to its own version
 
 
 @pytest.mark.skipif(INTERPRET, reason="CUDA only: CUDA graphs")

@@ -10,9 +10,18 @@ active, ``torch.cuda.CUDAGraph.capture_begin`` / ``capture_end`` (what ``torch.c
 the captures under way, and the policy asks CUDA only while that count is above zero. A capture begun
 some other way (``torch._C._CUDAGraph`` directly, or before the patch) is not seen: its small calls
 fall back as outside a capture, which is never wrong, only the host-time choice.
+
+A kernel met for the first time inside a capture is compiled and loaded there. CUDA drivers before 12.3
+do not allow loading a module during a capture (it would fail the user's capture; NVIDIA Warp's
+``enable_graph_capture_module_load_by_default`` documents the same limit), so with such a driver captures
+are not counted, and small calls fall back in them as outside. Loading in a capture worked on the H200
+with driver 580.159.04 (CUDA 13.0; ``benchmarks/results_2026-12-01/session14/probe_graph_capture_2.txt``).
 """
 from __future__ import annotations
 
+import ctypes
+import functools
+import sys
 import threading
 import weakref
 from typing import Any
@@ -27,8 +36,36 @@ _lock = threading.Lock()
 _begun: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
 
+#: The first CUDA driver version (``cuDriverGetVersion``: 1000 * major + 10 * minor) that loads modules
+#: during a stream capture.
+LOADS_IN_CAPTURE = 12030
+
+
+@functools.lru_cache(maxsize=None)
+def driver_version() -> int:
+    """The CUDA driver's version (``cuDriverGetVersion``, e.g. 13000 for 13.0), or 0 where it cannot be
+    read. Read once, outside any capture (it needs no CUDA context)."""
+    names = ("nvcuda.dll",) if sys.platform == "win32" else ("libcuda.so.1", "libcuda.so")
+    for name in names:
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        version = ctypes.c_int(0)
+        try:
+            if lib.cuDriverGetVersion(ctypes.byref(version)) == 0:
+                return version.value
+        except AttributeError:
+            pass
+        return 0
+    return 0
+
+
 def _capture_begin(self: Any, *args: Any, **kwargs: Any) -> None:
+    counted = driver_version() >= LOADS_IN_CAPTURE  # before the capture begins
     SWAP.original("CUDAGraph.capture_begin")(self, *args, **kwargs)
+    if not counted:
+        return
     with _lock:
         if self not in _begun:
             _begun.add(self)
