@@ -118,12 +118,16 @@ LARGE_K = 4096
 LARGE_K_MIN_M = 4096
 
 
+def _large_k(M: int, K: int) -> bool:
+    """The large-K rule (:data:`LARGE_K`): about GPU time, so it holds inside a CUDA graph capture too."""
+    return K >= LARGE_K and M >= LARGE_K_MIN_M
+
+
 def slower_than_torch(M: int, N: int, K: int, training: bool = False) -> bool:
     """The measured rule alone (no configuration read): PyTorch's ``relu(linear)`` beats the fused call for
     an (M, K) x (K, N) problem under the FLOP thresholds of :mod:`tritonpatch.ops.size_policy` (higher
     when autograd records the call), and for a large-K GEMM (:data:`LARGE_K`)."""
-    return (size_policy.below_threshold("linear_relu", 2 * M * N * K, training)
-            or (K >= LARGE_K and M >= LARGE_K_MIN_M))
+    return size_policy.below_threshold("linear_relu", 2 * M * N * K, training) or _large_k(M, K)
 
 
 def torch_is_faster(M: int, N: int, K: int, training: bool = False) -> bool:
@@ -132,9 +136,8 @@ def torch_is_faster(M: int, N: int, K: int, training: bool = False) -> bool:
     host time: see :mod:`tritonpatch.ops.size_policy`). For calls on CUDA tensors."""
     if not common.SETTINGS.size_policy:
         return False
-    if K >= LARGE_K and M >= LARGE_K_MIN_M:
-        return True
-    return size_policy.below_threshold("linear_relu", 2 * M * N * K, training) and not size_policy.capturing()
+    return _large_k(M, K) or (size_policy.below_threshold("linear_relu", 2 * M * N * K, training)
+                              and not size_policy.capturing())
 
 
 def use_triton_backward(M: int, N: int, K: int, dtype: torch.dtype) -> bool:
@@ -164,7 +167,7 @@ def unsupported(x: Tensor, weight: Tensor, bias: Tensor | None) -> str | None:
     if (x.dtype == torch.float32 and not _tf32_allowed() and FP32_IEEE_FALLS_BACK
             and common.size_policy_on() and forward_provider(x) == "triton"):
         return "fp32 without TF32 is faster in torch"
-    if size_policy.CAPTURES.underway and forward_provider(x) == "triton" and size_policy.capturing():
+    if size_policy.capturing() and forward_provider(x) == "triton":  # capturing(): one attribute read if none
         return CAPTURE_REASON
     K = x.shape[-1]
     N = weight.shape[0]
