@@ -32,7 +32,8 @@ from ..ops import size_policy
 from .function_swap import FunctionSwap
 
 _lock = threading.Lock()
-#: graphs whose capture began through the wrapper and has not ended
+#: graphs whose capture began through the wrapper and has not ended; ``size_policy.CAPTURES.underway`` is
+#: its size, copied there on every change (the per-call check reads an int, not the set)
 _begun: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
 
@@ -67,9 +68,8 @@ def _capture_begin(self: Any, *args: Any, **kwargs: Any) -> None:
     if not counted:
         return
     with _lock:
-        if self not in _begun:
-            _begun.add(self)
-            size_policy.CAPTURES.underway += 1
+        _begun.add(self)
+        size_policy.CAPTURES.underway = len(_begun)
 
 
 def _capture_end(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -77,9 +77,8 @@ def _capture_end(self: Any, *args: Any, **kwargs: Any) -> None:
         SWAP.original("CUDAGraph.capture_end")(self, *args, **kwargs)
     finally:  # the capture is over whether or not it ended well
         with _lock:
-            if self in _begun:
-                _begun.discard(self)
-                size_policy.CAPTURES.underway -= 1
+            _begun.discard(self)
+            size_policy.CAPTURES.underway = len(_begun)
 
 
 SWAP = FunctionSwap([(torch.cuda.CUDAGraph, "capture_begin", _capture_begin),
@@ -98,4 +97,4 @@ def unwatch() -> None:
         SWAP.release()
         if not SWAP.installed:
             _begun.clear()
-            size_policy.CAPTURES.underway = 0
+            size_policy.CAPTURES.underway = len(_begun)
