@@ -4,8 +4,11 @@
 
 An OPT-350m-like model (ReLU FFN, post-LayerNorm, 24 layers) and BERT-base with hidden_act="relu" (12
 layers), each under eager attention (softmax routed to Triton) and SDPA (no softmax call), bf16,
-batch 8 x 512 (then the OPT-350m-like model at 32 x 512): inference forward, and a training step (forward + backward + AdamW step), median ms of
-CUDA-event-timed calls after 3 warm-up rounds, and peak memory of each. Then the cost of
+batch 8 x 512 (then the OPT-350m-like model at 32 x 512): inference forward, and a training step
+(forward + backward + AdamW step), median ms of CUDA-event-timed calls, unpatched and patched alternating
+call by call (see ``interleaved``), and peak memory of each. The SDPA models are also
+captured in CUDA graphs (attn "sdpa, CUDA graph": forward, and a training step with a capturable AdamW;
+both sides captured, replays alternated), where the host's time per call drops out. Then the cost of
 ``patch()`` + ``unpatch()`` on the OPT-350m-like model (median of 10) and the CUDA memory allocated
 while patched and after unpatching (both should be +0 bytes: patching copies no parameter).
 The size policy is left as shipped (TRITONPATCH_SIZE_POLICY unset): this is what a user gets.
@@ -74,66 +77,114 @@ def wall_ms(fn, iters: int) -> float:
     return statistics.median(times)
 
 
-def measure(ctx: Context, model: torch.nn.Module, ids: torch.Tensor, patched: bool, iters: int) -> dict:
+#: Rounds of alternating CUDA graph replays (:func:`graphed`).
+ROUNDS = 7
+#: Models captured in CUDA graphs too: the SDPA ones (transformers' eager attention copies a CPU scalar
+#: into its mask during the forward, which a capture refuses, patched or not).
+GRAPHED_ATTN = "sdpa"
+
+
+def interleaved(ctx: Context, model: torch.nn.Module, ids: torch.Tensor, iters: int) -> tuple[dict, dict]:
+    """(torch, patched) results: ``fwd_ms`` / ``step_ms`` (medians), ``peak`` MiB per phase (max over
+    calls) and ``report`` (the patch report's first line).
+
+    The two sides alternate call by call, in the order A B B A A B ..., with the patch applied and
+    removed between them (one AdamW for both, built before any patch): a host whose speed drifts (torch's
+    own forward of the same model has moved 2x between runs and 1.7x between rounds of one run on the
+    lent H200's host) then moves both sides alike. After each toggle one forward and one training step
+    run untimed (a patch fills per-call-site caches on its first calls; a user patches once), then one of
+    each is timed (CUDA events, synchronised).
+    """
     import tritonpatch
     cuda = ctx.device == "cuda"
     timer = cuda_ms if cuda else wall_ms
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, foreach=True)
+
+    def fwd() -> None:
+        with torch.no_grad():
+            model(input_ids=ids)
+
+    def step() -> None:
+        model(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    sides = {patched: {"fwd_ms": [], "step_ms": [], "peak": {}, "report": ""} for patched in (False, True)}
+    warm = 1 if ctx.smoke else 3
+    for i in range(-1, iters):  # -1: the warm-up pass of each side (compiles, autotunes, allocator pools)
+        for patched in ((False, True) if i % 2 else (True, False)):
+            side = sides[patched]
+            handle = tritonpatch.patch(model) if patched else None
+            try:
+                for _ in range(warm if i < 0 else 1):
+                    fwd()
+                    step()
+                if i < 0:
+                    continue
+                for key, phase, fn in (("fwd_ms", "fwd", fwd), ("step_ms", "step", step)):
+                    if cuda:
+                        torch.cuda.reset_peak_memory_stats()
+                    side[key].append(timer(fn, 1))
+                    if cuda:
+                        side["peak"][phase] = max(side["peak"].get(phase, 0.0),
+                                                  torch.cuda.max_memory_allocated() / 2**20)
+                if handle:
+                    side["report"] = str(handle).splitlines()[0]
+            finally:
+                if handle:
+                    handle.unpatch()
+    return tuple({**side, "fwd_ms": statistics.median(side["fwd_ms"]),  # type: ignore[return-value]
+                  "step_ms": statistics.median(side["step_ms"])} for side in (sides[False], sides[True]))
+
+
+def graphs_of(model: torch.nn.Module, ids: torch.Tensor, opt: torch.optim.Optimizer, patched: bool
+              ) -> tuple[dict[str, "torch.cuda.CUDAGraph"], str]:
+    """CUDA graphs of one inference forward and one training step (set grads to None, forward, backward,
+    ``opt.step()``: ``opt`` is capturable), each warmed up twice on a side stream and then captured, with
+    the model patched (``patched``) or not; and the patch report's first line (its counts cover the
+    warm-up, under the size policy, and the capture, where every supported call takes Triton)."""
+    import tritonpatch
+    from timing import graph_of, warm_up
+
+    def fwd() -> None:
+        with torch.no_grad():
+            model(input_ids=ids)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)  # backward then allocates the grads in the graph's own pool
+        model(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
     handle = tritonpatch.patch(model) if patched else None
+    graphs = {}
     try:
-        def fwd():
-            with torch.no_grad():
-                model(input_ids=ids)
-
-        def step():
-            out = model(input_ids=ids, labels=ids)
-            out.loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-        for _ in range(1 if ctx.smoke else 3):
-            fwd()
-            step()
-        ctx.sync()
-        peak = {}
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        fwd_ms = timer(fwd, iters)
-        if cuda:
-            peak["fwd"] = torch.cuda.max_memory_allocated() / 2**20
-            torch.cuda.reset_peak_memory_stats()
-        step_ms = timer(step, iters)
-        if cuda:
-            peak["step"] = torch.cuda.max_memory_allocated() / 2**20
+        for key, fn, train in (("fwd_ms", fwd, False), ("step_ms", step, True)):
+            model.train(train)
+            warm_up(fn, 2)
+            graphs[key] = graph_of(fn)
         report = str(handle).splitlines()[0] if handle else ""
     finally:
         if handle:
             handle.unpatch()
-    return {"fwd_ms": fwd_ms, "step_ms": step_ms, "peak": peak, "report": report}
+        model.train()
+    return graphs, report
 
 
-#: torch and patched are measured in alternating rounds (A B A B ...), each round's median kept, and the
-#: median over rounds reported: a slow drift of the host (seen as +-30% between back-to-back blocks on
-#: the H100 host) then hits both sides alike.
-ROUNDS = 5
-
-
-def interleaved(ctx: Context, model, ids, iters: int) -> tuple[dict, dict]:
-    """(torch, patched) results of :func:`measure`, each the median over ``ROUNDS`` alternating rounds."""
-    rounds = 1 if ctx.smoke else ROUNDS
-    per = max(2, iters // rounds)
-    got: dict[bool, list[dict]] = {False: [], True: []}
-    for _ in range(rounds):
-        for patched in (False, True):
-            got[patched].append(measure(ctx, model, ids, patched, per))
-
-    def merged(runs: list[dict]) -> dict:
-        out = dict(runs[-1])
+def graphed(model: torch.nn.Module, ids: torch.Tensor, replays: int) -> tuple[dict, dict]:
+    """(torch, patched) ms per replay of :func:`graphs_of`'s graphs: all four captured first (one
+    capturable AdamW shared, as a training loop would), then replayed in alternating rounds (torch
+    forward, patched forward, torch step, patched step), each the median over ``ROUNDS`` rounds of
+    ``replays`` replays. A replay costs the host nothing: this is the GPU's time for the model."""
+    from timing import replay_ms
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, foreach=True, capturable=True)
+    sides = {patched: graphs_of(model, ids, opt, patched) for patched in (False, True)}
+    times: dict[tuple[bool, str], list[float]] = {}
+    for _ in range(ROUNDS):
         for key in ("fwd_ms", "step_ms"):
-            out[key] = statistics.median(r[key] for r in runs)
-        out["peak"] = {k: max(r["peak"].get(k, 0.0) for r in runs) for k in runs[-1]["peak"]}
-        return out
-    return merged(got[False]), merged(got[True])
+            for patched in (False, True):
+                times.setdefault((patched, key), []).append(replay_ms(sides[patched][0][key], replays))
+    out = tuple({key: statistics.median(times[(patched, key)]) for key in ("fwd_ms", "step_ms")}
+                | {"peak": {}, "report": sides[patched][1]} for patched in (False, True))
+    del sides
+    return out  # type: ignore[return-value]
 
 
 def patch_cost(ctx: Context, dtype: torch.dtype) -> list[dict]:
@@ -176,24 +227,32 @@ def run(ctx: Context) -> list[dict]:
             if ctx.over_budget():
                 sink.add(dict(base, metric="all", note="skipped: time budget (SUITE_BUDGET_S) spent"))
                 continue
-            try:
-                model = build(name, attn, small=ctx.smoke).to(ctx.device, dtype).train()
-                ids = torch.randint(0, model.config.vocab_size, (batch, seq), device=ctx.device)
-                ref, pat = interleaved(ctx, model, ids, iters)
-            except Exception as e:  # noqa: BLE001
-                sink.add(dict(base, metric="all", note=f"error: {harness.short_error(e)}"))
+            modes = [("", interleaved)]
+            if attn == GRAPHED_ATTN and ctx.device == "cuda":
+                modes.append((", CUDA graph", lambda ctx, model, ids, iters: graphed(model, ids, max(2, iters // 4))))
+            model = ids = None
+            for suffix, timed in modes:
+                row = dict(base, attn=attn + suffix)
+                try:
+                    if model is None:
+                        model = build(name, attn, small=ctx.smoke).to(ctx.device, dtype).train()
+                        ids = torch.randint(0, model.config.vocab_size, (batch, seq), device=ctx.device)
+                    ref, pat = timed(ctx, model, ids, iters)
+                except Exception as e:  # noqa: BLE001
+                    sink.add(dict(row, metric="all", note=f"error: {harness.short_error(e)}"))
+                    ctx.free()
+                    continue
+                for metric, key in (("forward ms", "fwd_ms"), ("train step ms", "step_ms")):
+                    sink.add(dict(row, metric=metric, torch=f"{ref[key]:.3f}", patched=f"{pat[key]:.3f}",
+                                  vs_torch=f"{ref[key] / pat[key]:.3f}", note=pat["report"]))
+                for phase in ("fwd", "step"):
+                    if phase in ref["peak"]:
+                        sink.add(dict(row, metric=f"{'forward' if phase == 'fwd' else 'train step'} peak MiB",
+                                      torch=f"{ref['peak'][phase]:.0f}", patched=f"{pat['peak'][phase]:.0f}"))
                 ctx.free()
-                continue
-            for metric, key in (("forward ms", "fwd_ms"), ("train step ms", "step_ms")):
-                sink.add(dict(base, metric=metric, torch=f"{ref[key]:.3f}", patched=f"{pat[key]:.3f}",
-                              vs_torch=f"{ref[key] / pat[key]:.3f}", note=pat["report"]))
-            for phase in ("fwd", "step"):
-                if phase in ref["peak"]:
-                    sink.add(dict(base, metric=f"{'forward' if phase == 'fwd' else 'train step'} peak MiB",
-                                  torch=f"{ref['peak'][phase]:.0f}", patched=f"{pat['peak'][phase]:.0f}"))
+                sink.flush()
             del model, ids
             ctx.free()
-            sink.flush()
         if not ctx.over_budget():
             for row in patch_cost(ctx, dtype):
                 sink.add(row)
