@@ -295,8 +295,9 @@ def test_tensors_reason_agrees_with_the_checks_it_shortcuts(device):
 def test_a_kernel_that_cannot_run_here_falls_back_to_torch(device, monkeypatch, kernel_cannot_run, where):
     """A Triton kernel that cannot be built or loaded on this GPU (here: OutOfResources, as for a kernel
     needing more shared memory than the GPU has) never reaches the user's model: in the forward, torch
-    runs the call and every later call of that layer, counted with KERNEL_FAILED; in the backward, torch's
-    formula computes the gradients. Outputs and gradients are torch's."""
+    runs the call and every later call of that layer, counted with KERNEL_FAILED (the kernel is tried
+    once per layer, not on every call); in the backward, torch's formula computes the gradients. Outputs
+    and gradients are torch's."""
     from tritonpatch.ops import common
     from tritonpatch.ops import layer_norm as ln_op
     from tritonpatch.ops import linear_relu as lr_op
@@ -304,9 +305,17 @@ def test_a_kernel_that_cannot_run_here_falls_back_to_torch(device, monkeypatch, 
 
     monkeypatch.setattr(common.SETTINGS, "size_policy", False)  # small shapes on Triton, also on CUDA
     monkeypatch.setattr(common.SETTINGS, "linear_relu", "triton")
+    tried: dict[str, int] = {}
+
+    def counted(op: str):
+        def launch(*args, **kwargs):
+            tried[op] = tried.get(op, 0) + 1
+            return kernel_cannot_run(*args, **kwargs)
+        return launch
     if where == "forward":
-        for module, name in ((ln_op, "forward_rows"), (sm_op, "_forward"), (lr_op, "_forward")):
-            monkeypatch.setattr(module, name, kernel_cannot_run)
+        for op, module, name in (("layer_norm", ln_op, "forward_rows"), ("softmax", sm_op, "_forward"),
+                                 ("linear_relu", lr_op, "_forward")):
+            monkeypatch.setattr(module, name, counted(op))
     else:
         for module, name in ((ln_op, "_backward_rows_triton"), (sm_op, "_backward_triton"), (lr_op, "relu_grad")):
             monkeypatch.setattr(module, name, kernel_cannot_run)
@@ -323,6 +332,8 @@ def test_a_kernel_that_cannot_run_here_falls_back_to_torch(device, monkeypatch, 
             for g, w in zip(grads, want_grads):
                 assert rel_err(g, w) <= FP32_TOL
     assert sorted(r.kind for r in p.layers) == ["layer_norm", "linear_relu", "softmax"]
+    if where == "forward":
+        assert tried == {"layer_norm": 1, "softmax": 1, "linear_relu": 1}
     for rec in p.layers:
         if where == "forward":
             assert rec.triton_calls == 0 and rec.fallback_reasons == {common.KERNEL_FAILED: 2}, rec

@@ -148,7 +148,15 @@ class Patch:
 
         def state_for(m: nn.Module) -> Callable[[], layers.LayerState]:
             name = names[id(m)]
-            return lambda: layers.LayerState(self._softmax_record(name), self)
+            made: list[layers.LayerState] = []
+
+            def state() -> layers.LayerState:
+                # made on the module's first softmax call (its record joins the report then), then the same
+                # one: a kernel that failed here stays failed for the module, as for a patched module
+                if not made:
+                    made.append(layers.LayerState(self._softmax_record(name), self))
+                return made[0]
+            return state
         softmax_routing.add(modules, state_for)
         self._restore.append(lambda: softmax_routing.remove(modules))
         note = plan.attention_note(self.model)

@@ -35,6 +35,8 @@ class _Busy(threading.local):
 
 
 _tls = _Busy()
+#: ``torch.compiler.is_compiling`` (the same function: Dynamo recognises it by identity), bound once.
+_is_compiling = torch.compiler.is_compiling
 
 #: id(module) -> (module, factory of its softmax LayerState); every module of every patched model.
 _OWNERS: dict[int, tuple[torch.nn.Module, Callable[[], layers.LayerState]]] = {}
@@ -72,7 +74,7 @@ def _owner_state() -> layers.LayerState | None:
 
 def _route(x: Any, dim: Any, dtype: Any, call_torch: Callable[[], torch.Tensor]) -> torch.Tensor:
     """Send one softmax call to the patched behaviour if a patched model made it, else to torch."""
-    if torch.compiler.is_compiling():
+    if _is_compiling():
         # Tracing: there is no Python stack of the model to find the calling module on, so every call
         # traced while a patch is active that the custom op can take goes to it (nothing is counted)
         if library.traced_unsupported("softmax", x, dim, dtype) is None:
