@@ -5,7 +5,8 @@ Triton (48 MiB of bf16 scores, over the 32 MiB inference bar).
     python benchmarks/probe_eager_softmax_e2e.py [--model bert-base-relu] [--attn eager]
 
 Variants, timed call by call in alternation (A B C D, D C B A, ...; CUDA events, synchronised): unpatched;
-patched as shipped; patched with softmax kept on torch (its bar raised); patched with the size policy off.
+patched as shipped; patched with softmax kept on torch (its bar raised); patched with the size policy off;
+patched for softmax alone (on Triton, and kept on torch); patched for all but softmax.
 Per variant: median ms, and the host's issue time (call to return, device idle at the start). Then, for
 one forward of each of the first two variants, torch.profiler's CUDA kernels (GPU time) and the CUDA
 runtime calls that wait (synchronisations, copies), and torch's sync debug mode's count.
@@ -29,6 +30,7 @@ def main() -> None:
     ap.add_argument("--model", default="bert-base-relu")
     ap.add_argument("--attn", default="eager")
     ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--no-profile", action="store_true")
     args = ap.parse_args()
     torch.manual_seed(0)
     model = build(args.model, args.attn).to("cuda", torch.bfloat16).train()
@@ -41,15 +43,17 @@ def main() -> None:
     bars = dict(size_policy.MIN_SIZE)
 
     class Variant:
-        def __init__(self, name: str, patched: bool, softmax_torch: bool = False, policy: bool = True):
+        def __init__(self, name: str, patched: bool, softmax_torch: bool = False, policy: bool = True,
+                     **ops: bool):
             self.name, self.patched, self.softmax_torch, self.policy = name, patched, softmax_torch, policy
+            self.ops = ops
             self.handle = None
 
         def __enter__(self):
             if self.softmax_torch:
                 size_policy.MIN_SIZE["softmax"] = (2 ** 62, 2 ** 62)
             common.SETTINGS.size_policy = self.policy
-            self.handle = tritonpatch.patch(model) if self.patched else None
+            self.handle = tritonpatch.patch(model, **self.ops) if self.patched else None
             return self
 
         def __exit__(self, *exc):
@@ -61,7 +65,11 @@ def main() -> None:
 
     variants = [Variant("unpatched", False), Variant("patched", True),
                 Variant("patched, softmax on torch", True, softmax_torch=True),
-                Variant("patched, size policy off", True, policy=False)]
+                Variant("patched, size policy off", True, policy=False),
+                Variant("patched: softmax only", True, layer_norm=False, linear_relu=False),
+                Variant("patched: softmax only, on torch", True, softmax_torch=True, layer_norm=False,
+                        linear_relu=False),
+                Variant("patched: all but softmax", True, softmax=False)]
     times: dict[str, list[float]] = {v.name: [] for v in variants}
     issue: dict[str, list[float]] = {v.name: [] for v in variants}
     for i in range(-1, args.iters):
@@ -90,6 +98,8 @@ def main() -> None:
     for v in variants[1:2]:
         print("  report:\n    " + "\n    ".join(v.report[1:12]))
 
+    if args.no_profile:
+        return
     from torch.profiler import ProfilerActivity, profile
     for v in variants[:2]:
         with v:
