@@ -287,7 +287,9 @@ def excerpt(metas: list[dict], rows: dict[str, list[dict]]) -> str:
                        f"{cell(pick(sel, provider=ours))} |")
     for r in rows.get("e2e", []):
         if r["model"] == "opt-350m" and r["metric"] in ("forward ms", "train step ms"):
-            out.append(f"| OPT-350m-like, {r['attn']} attention | batch {r['batch']} | {r['metric'][:-3].strip()} | "
+            attn, graph = r["attn"].split(", ", 1) if ", " in r["attn"] else (r["attn"], "")
+            out.append(f"| OPT-350m-like, {attn} attention{', ' + graph if graph else ''} | batch {r['batch']} | "
+                       f"{r['metric'][:-3].strip()} | "
                        f"{num(r['torch']):.2f} ms | | | {num(r['patched']):.2f} ms ({num(r['vs_torch']):.2f}x) |")
     return "\n".join(out)
 
