@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-import warnings
 
 import torch
 
 import tritonpatch
 from bench_e2e import build  # noqa: E402 (benchmarks/ is on sys.path)
+from profile_e2e_cpu import syncs_in  # noqa: E402
 from tritonpatch.ops import common, size_policy
 
 
@@ -124,12 +124,7 @@ def main() -> None:
                                                   for e in cpu[:8]))
     with variants[1]:
         fwd()
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("warn")
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            fwd()
-        torch.cuda.set_sync_debug_mode(0)
+        caught = syncs_in(fwd)
     print(f"== synchronising calls in one patched forward (sync debug mode): {len(caught)}")
     for w in caught[:5]:
         print("   -", str(w.message)[:200])
