@@ -183,7 +183,6 @@ def graphed(model: torch.nn.Module, ids: torch.Tensor, replays: int) -> tuple[di
                 times.setdefault((patched, key), []).append(replay_ms(sides[patched][0][key], replays))
     out = tuple({key: statistics.median(times[(patched, key)]) for key in ("fwd_ms", "step_ms")}
                 | {"peak": {}, "report": sides[patched][1]} for patched in (False, True))
-    del sides
     return out  # type: ignore[return-value]
 
 
@@ -230,13 +229,16 @@ def run(ctx: Context) -> list[dict]:
             modes = [("", interleaved)]
             if attn == GRAPHED_ATTN and ctx.device == "cuda":
                 modes.append((", CUDA graph", lambda ctx, model, ids, iters: graphed(model, ids, max(2, iters // 4))))
-            model = ids = None
+            try:
+                model = build(name, attn, small=ctx.smoke).to(ctx.device, dtype).train()
+                ids = torch.randint(0, model.config.vocab_size, (batch, seq), device=ctx.device)
+            except Exception as e:  # noqa: BLE001
+                sink.add(dict(base, metric="all", note=f"error: {harness.short_error(e)}"))
+                ctx.free()
+                continue
             for suffix, timed in modes:
                 row = dict(base, attn=attn + suffix)
                 try:
-                    if model is None:
-                        model = build(name, attn, small=ctx.smoke).to(ctx.device, dtype).train()
-                        ids = torch.randint(0, model.config.vocab_size, (batch, seq), device=ctx.device)
                     ref, pat = timed(ctx, model, ids, iters)
                 except Exception as e:  # noqa: BLE001
                     sink.add(dict(row, metric="all", note=f"error: {harness.short_error(e)}"))
