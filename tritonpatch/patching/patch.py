@@ -1,7 +1,6 @@
 """The Patch handle: apply a plan to a live model, count what runs, restore the model exactly."""
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import threading
@@ -149,12 +148,14 @@ class Patch:
 
         def state_for(m: nn.Module) -> Callable[[], layers.LayerState]:
             name = names[id(m)]
+            made: list[layers.LayerState] = []
 
-            @functools.cache
             def state() -> layers.LayerState:
                 # made on the module's first softmax call (its record joins the report then), then the same
                 # one: a kernel that failed here stays failed for the module, as for a patched module
-                return layers.LayerState(self._softmax_record(name), self)
+                if not made:
+                    made.append(layers.LayerState(self._softmax_record(name), self))
+                return made[0]
             return state
         softmax_routing.add(modules, state_for)
         self._restore.append(lambda: softmax_routing.remove(modules))
